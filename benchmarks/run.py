@@ -5,7 +5,7 @@
     python benchmarks/run.py --only api,memory  # some sections
 
 Sections:
-  api     N probes through the openai backend against a local OpenAI-compatible server (FaultServer,
+  api     N probes through the openai backend against a local OpenAI-compatible server (benchmarks/echo_server.py,
           in its own process) that answers after a fixed delay: throughput over the ideal
           (concurrency / delay), and over the studies' one-request-at-a-time loop.
   hf      the hf backend's batched generation over a one-prompt-at-a-time transformers loop, on
@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import echo_server
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # FaultServer and the tiny-model builders live with the tests
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,28 +45,13 @@ def report(name: str, value: str, note: str = "") -> None:
     print(f"  {name:<58} {value:>14}  {note}", flush=True)
 
 
-# --- a FaultServer in its own process (its threads must not share the benchmark's GIL) --------------
-
-
-def _serve(conn, delay: float) -> None:
-    import servers
-    from servers import Fault, FaultServer
-
-    # Production servers (uvicorn, vLLM's) set TCP_NODELAY; without it the header and body writes of
-    # each answer meet the client's delayed ACK and every request gains about 40 ms.
-    servers._FaultHandler.disable_nagle_algorithm = True
-
-    with FaultServer(Fault("ok", seconds=delay)) as srv:
-        conn.send(srv.base_url)
-        while (msg := conn.recv()) != "stop":
-            if msg == "count":
-                conn.send(srv.requests)
+# --- the chat server, in its own process (it must not share the benchmark's GIL) ----------------------
 
 
 class ServerProcess:
     def __init__(self, delay: float):
         self.conn, child = mp.Pipe()
-        self.proc = mp.get_context("spawn").Process(target=_serve, args=(child, delay), daemon=True)
+        self.proc = mp.get_context("spawn").Process(target=echo_server.serve, args=(child, delay), daemon=True)
 
     def __enter__(self) -> "ServerProcess":
         self.proc.start()
@@ -212,10 +199,11 @@ def _child(args: list[str]) -> dict:
 
 
 def child_main(argv: list[str]) -> None:
-    """One whole run in a fresh process; prints its figures (peak RSS in MiB)."""
-    import safemlrm.report.markdown as report
+    """One whole run in a fresh process, then its Parquet export; prints its figures (peak RSS in MiB)."""
+    from safemlrm.export import export_run
 
     size, base_url, run_dir = int(argv[0]), argv[1], Path(argv[2])
+
     def peak() -> float:
         """Peak RSS of this process in MiB. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
         parent that forked this process (the benchmark, torch loaded), VmHWM starts afresh at exec."""
@@ -224,35 +212,34 @@ def child_main(argv: list[str]) -> None:
                 return int(line.split()[1]) / 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    before_report = []
-    write_summary = report.write_summary
-
-    def measured(*a, **kw):  # the report reads the whole run into pandas: measured apart
-        before_report.append(peak())
-        return write_summary(*a, **kw)
-
-    report.write_summary = measured
     stats, elapsed = run_api(run_dir.parent, base_url, size, 64, run_dir.name)
-    print({"size": size, "seconds": round(elapsed, 2), "calls": stats.model_calls, "errors": stats.errors,
-           "rss_mib": round(peak(), 1), "pipeline_rss_mib": round(before_report[0], 1), "verdicts": stats.verdicts})
+    run_rss = peak()
+    figures = {"size": size, "seconds": round(elapsed, 2), "calls": stats.model_calls, "errors": stats.errors,
+               "rss_mib": round(run_rss, 1), "verdicts": stats.verdicts}
+    if "--export" in argv:
+        t = time.perf_counter()
+        export_run(run_dir, "parquet")
+        figures.update(export_rss_mib=round(peak(), 1), export_seconds=round(time.perf_counter() - t, 2))
+    print(figures)
 
 
 def bench_memory_and_resume(quick: bool, sections: set[str]) -> None:
-    small, large, resume_n = 1_000, (50_000 if quick else 100_000), 10_000
+    small, large, resume_n = 1_000, 100_000, 10_000
     with tempfile.TemporaryDirectory() as d, ServerProcess(0.0) as srv:
         tmp = Path(d)
         if "memory" in sections:
             print(f"memory: peak RSS of whole runs, {small} vs {large} synthetic probes (API path)", flush=True)
-            a = _child([str(small), srv.base_url, str(tmp / "small")])
-            b = _child([str(large), srv.base_url, str(tmp / "large")])
+            a = _child([str(small), srv.base_url, str(tmp / "small"), "--export"])
+            b = _child([str(large), srv.base_url, str(tmp / "large"), "--export"])
             assert a["calls"] == small and b["calls"] == large and not a["errors"] and not b["errors"], (a, b)
             for r in (a, b):
-                report(f"memory: {r['size']} probes, peak RSS to the end of judging", f"{r['pipeline_rss_mib']:.0f} MiB",
-                       f"whole run incl. summary {r['rss_mib']:.0f} MiB, {r['seconds']} s")
-            report(f"memory: peak RSS {large // 1000}k / {small // 1000}k probes, generate+judge (target <= 1.2)",
-                   f"{b['pipeline_rss_mib'] / a['pipeline_rss_mib']:.3f}")
-            report(f"memory: peak RSS {large // 1000}k / {small // 1000}k probes, whole run with summary",
-                   f"{b['rss_mib'] / a['rss_mib']:.3f}", "the summary loads every row into pandas")
+                report(f"memory: {r['size']} probes, peak RSS of the whole run", f"{r['rss_mib']:.0f} MiB",
+                       f"{r['seconds']} s; with the Parquet export after it {r['export_rss_mib']:.0f} MiB, "
+                       f"export {r['export_seconds']} s")
+            report(f"memory: peak RSS {large // 1000}k / {small // 1000}k probes, whole run (target <= 1.2)",
+                   f"{b['rss_mib'] / a['rss_mib']:.3f}", "probes, plan, generation, judging, summary")
+            report(f"memory: peak RSS {large // 1000}k / {small // 1000}k probes, run then export",
+                   f"{b['export_rss_mib'] / a['export_rss_mib']:.3f}")
         if "resume" in sections:
             print(f"resume: a finished {resume_n}-probe run, run again", flush=True)
             first = _child([str(resume_n), srv.base_url, str(tmp / "resume")])

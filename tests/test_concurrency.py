@@ -3,6 +3,7 @@ that answers 429 once more requests are in flight than it can take."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -65,6 +66,11 @@ def test_limit_settings_defaults_and_errors():
         LimitSettings.from_options({"tokens_per_minute": "lots"}, "model m")
     with pytest.raises(ConfigError, match="option 'concurrency' must be >= 1"):
         LimitSettings.from_options({"concurrency": 0}, "model m")
+    # the one numeric-option validator: no bools, bytes or infinities taken for a count
+    for bad in (True, b"4", float("inf"), 2.5, None):
+        want = rf"model m: option 'concurrency' must be an integer, got {re.escape(repr(bad))}$"
+        with pytest.raises(ConfigError, match=want):
+            LimitSettings.from_options({"concurrency": bad}, "model m")
 
 
 def test_openai_backend_validates_limits_at_build_time():

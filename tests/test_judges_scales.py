@@ -154,3 +154,33 @@ def test_guard_over_an_api():
     assert (ok.score, ok.label) == (0, Label.SAFE)
     assert bad2.label is Label.UNPARSEABLE and "neither 'safe' nor 'unsafe'" in bad2.rationale
     assert g.identity()["kind"] == "llama-guard" and g.identity()["model"] == "meta-llama/Llama-Guard-3-8B"
+
+
+# Prompt hashes are part of verdict identity: a refactor that changes one byte of what a judge is
+# sent, or of its hashed texts, re-judges every stored verdict. Pinned: (judge, params, prompt hash,
+# digest of the messages rendered for every channel, with and without an image, under a fixed nonce).
+PINNED_PROMPTS = [
+    ("rubric", {}, "67004b2d699e9d69", "a8699c38e5cf6fb7"),
+    ("rubric", {"multimodal": True}, "67004b2d699e9d69", "d395f27c5a72a26b"),
+    ("guard", {}, "cf3c266a62f84f0a", "ade72ac22b9b84f7"),
+    ("safety-1-3", {}, "1ca4a9218e2e0ed1", "2b3e737afa56b752"),
+    ("mssbench", {}, "76fb73eabd1afb39", "842bca32a086761a"),
+    ("siuo", {}, "5b4495325b87dd44", "5b39423ad0e04aeb"),
+    ("siuo", {"aspect": "effectiveness", "multimodal": True}, "6f2bf20fd3efdf71", "ed5c1855f61986bc"),
+    ("mm-safetybench", {"multimodal": True}, "5cd9b7eadd55d508", "48553f6240b2e025"),
+]
+
+
+@pytest.mark.parametrize("name,params,prompt_hash,rendered", PINNED_PROMPTS)
+def test_judge_prompts_are_byte_stable(name, params, prompt_hash, rendered):
+    import hashlib
+
+    judge = registry.get("judge", name)(base_url="http://127.0.0.1:9/v1", model="m", **params)
+    sent = []
+    for channel in Channel:
+        for images in ({}, {"ab" * 32: b"\x89PNG\r\n\x1a\n"}):
+            it = item("T <|im_end|>", channel, query="Q?", images=images, scenario="10-Legal_Opinion",
+                      meta={"safety_warning": "W", "reference_answer": "R"})
+            sent.append([m.model_dump(mode="json") for m in judge.build_messages(it, "0123456789abcdef")])
+    assert judge.prompt_hash() == prompt_hash
+    assert hashlib.sha256(json.dumps(sent, sort_keys=True).encode()).hexdigest()[:16] == rendered

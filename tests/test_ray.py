@@ -67,11 +67,12 @@ def _completions(run_dir):
                                 "ON c.key = p.completion_key").fetchall()
         verdicts = store.db.execute("SELECT completion_key, channel, judge, label FROM verdicts").fetchall()
     from safemlrm.records import Completion
+    from safemlrm.safety import loads_record
 
     out = {}
     for probe_key, ckey, body in rows:
-        c = Completion.model_validate_json(body)
-        out[probe_key] = (ckey, c.text, c.finish_reason, c.error)
+        c = loads_record(Completion, body)
+        out[probe_key] = (ckey, c.text, c.reasoning_content, c.finish_reason, c.error)
     return out, sorted(map(tuple, verdicts))
 
 
@@ -109,4 +110,31 @@ def test_ray_local_engine_runs_in_an_actor_and_matches(tmp_path, cluster, tiny_t
     assert sharded.model_calls == single.model_calls == 6 and sharded.errors == 0
     got, want = _completions(tmp_path / "ray"), _completions(tmp_path / "single")
     assert got == want
-    assert {text for _, text, _, _ in got[0].values()} == {"<think>I should not help.</think>I cannot help with that."}
+    assert {text for _, text, _, _, _ in got[0].values()} == {"<think>I should not help.</think>I cannot help with that."}
+
+
+# A reply no JSON encoder to UTF-8 takes as it is: lone surrogates (escaped in the JSON, and bytes that
+# are not UTF-8, which the backend keeps as surrogates), raw control characters, a line separator,
+# chat-template tokens, an escaped astral pair, quotes and a backslash.
+HOSTILE_BODY = (b'{"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant",'
+                b'"reasoning_content":"r\\udfff\\u0000 \x1b[2J",'
+                b'"content":"a\\ud800b \xff\xfe \x1b[31m\xe2\x80\xa8 <|im_end|> \\ud83d\\ude00 \\udc00 \\"q\\" \\\\"}}],'
+                b'"usage":{"prompt_tokens":1,"completion_tokens":1}}')
+HOSTILE_TEXT = "a\ud800b \udcff\udcfe \x1b[31m\u2028 <|im_end|> \U0001F600 \udc00 \"q\" \\"
+HOSTILE_REASONING = "r\udfff\x00 \x1b[2J"
+
+
+@pytest.mark.slow
+def test_ray_run_keeps_hostile_model_output_exactly(tmp_path, cluster):
+    """Workers send Completions back in the store's exact JSON: a lone surrogate survives the trip."""
+    n = 6
+    with FaultServer(Fault("raw", raw=HOSTILE_BODY)) as srv:
+        cfg = parse_config(synthetic_cfg(tmp_path, srv.base_url, n, {"concurrency": 2}, [{"name": "keyword"}]))
+        sharded = Runner(cfg, tmp_path / "ray", show_progress=False, ray_address="local").run()
+        assert sharded.model_calls == n and sharded.errors == 0 and srv.requests == n
+        single = Runner(cfg, tmp_path / "single", show_progress=False).run()
+        assert single.model_calls == n and single.errors == 0
+    got, want = _completions(tmp_path / "ray"), _completions(tmp_path / "single")
+    assert {(text, reasoning, error) for _, text, reasoning, _, error in got[0].values()} == {
+        (HOSTILE_TEXT, HOSTILE_REASONING, None)}
+    assert got == want

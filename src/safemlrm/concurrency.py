@@ -26,6 +26,7 @@ from typing import Any, Literal
 import httpx
 
 from .errors import ConfigError
+from .options import number_option
 from .records import Message
 
 Signal = Literal["ok", "overload", "error"]
@@ -38,17 +39,7 @@ IMAGE_TOKENS = 1000
 
 
 def _int_option(where: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{where}: option {name!r} must be an integer, got {value!r}")
-    try:
-        out = int(value)
-        if out != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: option {name!r} must be an integer, got {value!r}") from None
-    if out < minimum:
-        raise ConfigError(f"{where}: option {name!r} must be >= {minimum}, got {value!r}")
-    return out
+    return number_option(f"{where}: option {name!r}", value, minimum=minimum, integer=True)
 
 
 @dataclass(frozen=True)

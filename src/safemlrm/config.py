@@ -7,6 +7,7 @@ Judges and metric settings may change between invocations (re-judging is cheap a
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -41,6 +42,15 @@ def _refuse_secrets(v: dict[str, Any], nested: bool = True) -> dict[str, Any]:
 def _refuse_top_level_secrets(v: dict[str, Any]) -> dict[str, Any]:
     # dataset options and attack params nest column names and attack specs, not request settings
     return _refuse_secrets(v, nested=False)
+
+
+def non_empty(what: str) -> Callable[[list], list]:
+    """A list validator (for `field_validator`) that refuses an empty list, saying it must list a `what`."""
+    def check(v: list) -> list:
+        if not v:
+            raise ValueError(f"must list at least one {what}")
+        return v
+    return check
 
 
 def _at(d: Any, path: str) -> Any:
@@ -121,12 +131,7 @@ class RunConfig(Strict):
 
     source: str | None = Field(default=None, exclude=True)  # the file it came from, for messages
 
-    @field_validator("models", "datasets", "attacks")
-    @classmethod
-    def _non_empty(cls, v: list) -> list:
-        if not v:
-            raise ValueError("must list at least one entry")
-        return v
+    _non_empty = field_validator("models", "datasets", "attacks")(non_empty("entry"))
 
     @field_validator("models")
     @classmethod
@@ -211,7 +216,8 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
     return cfg.model_copy(update={"source": source})
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_yaml(path: str | Path) -> tuple[Path, Any]:
+    """(the path, its parsed YAML); a ConfigError naming the file (and the line) when it cannot be read."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -220,11 +226,15 @@ def load_config(path: str | Path) -> RunConfig:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text ({e})") from None
     try:
-        data = yaml.safe_load(text)
+        return p, yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    p, data = read_yaml(path)
     cfg = parse_config(data, str(p))
     # card files are relative to the config's folder
     base = p.parent

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from .batching import chunks
 from .errors import SafeMLRMError
-from .results import load_store
 from .safety import csv_cell, export_text, jsonl_escape
 from .store import Store
+
 
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -22,24 +25,25 @@ def map_cells(df: pd.DataFrame, fn) -> pd.DataFrame:
                         index=df.index)
 
 
-def export_frame(store: Store) -> pd.DataFrame:
-    res = load_store(store)
-    df = res.items.copy()
-    texts, queries = [], []
-    responses: dict[str, object] = {}
-    probes: dict[str, object] = {}
-    for ckey, pkey, channel in zip(df["completion_key"], df["probe_key"], df["channel"]):
-        if ckey not in responses:
-            responses[ckey] = store.response(ckey)
-        if pkey not in probes:
-            probes[pkey] = store.probe(pkey)
-        resp = responses[ckey]
-        texts.append(resp.channel(channel) if resp is not None and isinstance(channel, str) else None)
-        queries.append(probes[pkey].judge_query)
-    # object columns: model text stays exactly as stored (pandas' Arrow strings refuse lone surrogates)
-    df["text"] = pd.Series(texts, index=df.index, dtype=object)
-    df["judge_query"] = pd.Series(queries, index=df.index, dtype=object)
-    return df
+COLUMNS = ["model", "dataset", "sample_id", "scenario", "attack", "probe_key", "completion_key", "outcome",
+           "error", "channel", "judge", "score", "label", "by_prefilter", "rationale", "text", "judge_query"]
+CHUNK = 2_000  # rows per Parquet row group: memory stays flat however large the run
+
+
+def export_rows(store: Store) -> Iterator[dict[str, Any]]:
+    """One dict per (planned item, channel, judge), in plan order, with the channel's text and the
+    judge query; read as it is written, so nothing holds the whole run."""
+    probe_key = ckey = None
+    probe = response = None
+    for row in store.rows():  # rows of one plan item come together
+        if row["probe_key"] != probe_key:
+            probe_key, probe = row["probe_key"], store.probe(row["probe_key"])
+        if row["completion_key"] != ckey:
+            ckey, response = row["completion_key"], store.response(row["completion_key"])
+        channel = row["channel"]
+        row["text"] = response.channel(channel) if response is not None and channel is not None else None
+        row["judge_query"] = probe.judge_query
+        yield row
 
 
 def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) -> Path:
@@ -47,23 +51,47 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
         raise SafeMLRMError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     run_dir = Path(run_dir)
     path = Path(output) if output else run_dir / f"export.{fmt}"
+    write = _WRITERS[fmt]
+    tmp = path.with_name(f".{path.name}.partial")
     with Store(run_dir, readonly=True) as store:
-        df = export_frame(store)
-    if fmt == "jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for rec in df.to_dict(orient="records"):
-                # exact: lone surrogates and line separators as \uXXXX escapes, one record per line
-                f.write(jsonl_escape(json.dumps(
-                    {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()},
-                    ensure_ascii=False)) + "\n")
-    elif fmt == "csv":
-        # for spreadsheets: cells that would run as formulas start with ', surrogates written visibly
-        # every text quoted: a bare CR inside model output would otherwise end the row for a reader
-        text = map_cells(df, csv_cell).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
-        path.write_bytes(text.encode("utf-8", "backslashreplace"))
-    else:
         try:
-            map_cells(df, export_text).infer_objects().to_parquet(path, index=False)
-        except ImportError:
-            raise SafeMLRMError("parquet export needs pyarrow: pip install 'safemlrm[parquet]'") from None
+            write(export_rows(store), tmp)
+            tmp.replace(path)  # a failed export leaves no half file under the real name
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def _jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for rec in rows:
+            # exact: lone surrogates and line separators as \uXXXX escapes, one record per line
+            f.write(jsonl_escape(json.dumps(rec, ensure_ascii=False)) + "\n")
+
+
+def _csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    # for spreadsheets: cells that would run as formulas start with ', surrogates written visibly;
+    # every text quoted: a bare CR inside model output would otherwise end the row for a reader
+    with path.open("w", encoding="utf-8", errors="backslashreplace", newline="") as f:
+        w = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+        w.writerow(COLUMNS)
+        for rec in rows:
+            w.writerow(["" if rec[c] is None else csv_cell(rec[c]) for c in COLUMNS])
+
+
+def _parquet(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SafeMLRMError("parquet export needs pyarrow: pip install 'safemlrm[parquet]'") from None
+    types = {"score": pa.float64(), "by_prefilter": pa.bool_()}
+    schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in chunks(rows, CHUNK):
+            cols = {c: [export_text(r[c]) for r in chunk] for c in COLUMNS}
+            cols["by_prefilter"] = [None if v is None else bool(v) for v in cols["by_prefilter"]]
+            writer.write_table(pa.table(cols, schema=schema))
+
+
+_WRITERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}

@@ -9,12 +9,13 @@ from .errors import ConfigError
 def number_option(what: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
     """`what` names the option for the message, e.g. "backend openai: option 'timeout'"."""
     try:
-        if isinstance(value, bool):  # True is an int to Python, never a sensible count here
+        # bool is an int to Python but never a count; bytes, Decimal, numpy scalars are no config values
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError
         out = int(value) if integer else float(value)
         if integer and out != float(value):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise ConfigError(f"{what} must be {'an integer' if integer else 'a number'}, got {value!r}") from None
     if out < minimum:
         raise ConfigError(f"{what} must be >= {minimum:g}, got {value!r}")

@@ -18,7 +18,6 @@ import platform
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from rich.progress import Progress
 
 from . import __version__, registry
 from .attacks.base import Attack, AttackContext
+from .batching import chunks
 from .concurrency import AdaptiveLimiter, LimitSettings, attach
 from .config import RunConfig
 from .datasets.base import Dataset, select
@@ -47,12 +47,6 @@ PROBE_CHUNK = 256  # samples turned into probes and plan rows per transaction
 JUDGE_BATCH = 64  # items per call of a batch judge
 GATHER_S = 0.05  # how long a live batch judge waits to fill a batch
 FEED_LIMIT = 8192  # completion keys waiting for a live judge; beyond it the final sweep picks them up
-
-
-def chunks(it: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(it)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 @dataclass
@@ -165,7 +159,7 @@ class Runner:
                 self._register_judges(store, judges)
                 asyncio.run(self._pipeline(store, backends, judges))
                 from .report.markdown import write_summary
-                write_summary(store, self.cfg)
+                write_summary(store)
         finally:
             for judge in judges.values():  # a local judge's weights go now, not at process exit
                 judge.close()
@@ -380,10 +374,24 @@ class Runner:
 
                     await generate_over_ray(self, store, model, backend, keep, engine)
                     continue
+                # Two batches in the engine's queue: while it generates one, this thread stores the
+                # batch before and reads the one after, so the engine never waits on the store.
                 size = engine_batch(backend)
+                running: asyncio.Future[list[Completion]] | None = None
                 for batch in chunks(self.pending(store, model), size):
-                    reqs = [self._request(store, card, pk, ck) for pk, ck in batch]
-                    for completion in await loop.run_in_executor(engine, backend.generate, reqs):
+                    queued = loop.run_in_executor(
+                        engine, backend.generate, [self._request(store, card, pk, ck) for pk, ck in batch])
+                    if running is not None:
+                        try:
+                            done = await running
+                        except BaseException:
+                            queued.cancel()
+                            raise
+                        for completion in done:
+                            keep(completion)
+                    running = queued
+                if running is not None:
+                    for completion in await running:
                         keep(completion)
             finally:
                 await loop.run_in_executor(engine, backend.close)  # weights go before the next model loads

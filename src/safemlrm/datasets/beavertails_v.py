@@ -20,13 +20,14 @@ Scenario: the category (config name). Intent: the question. Ids are
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError, did_you_mean
-from ..records import Modality, Sample
+from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, find_files, read_records, text_fields, text_of
+from .io import BenchmarkDataset, find_files
 
 CATEGORIES = (
     "animal_abuse", "dangerous_behavior", "deception_in_personal_relationships", "discriminatory_depictions",
@@ -42,7 +43,6 @@ COLUMNS = ("question", "image")
 @register("dataset", "beavertails-v")
 class BeaverTailsV(BenchmarkDataset):
     license = "CC-BY-NC-4.0"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = CATEGORIES
     hub_id = "saferlhf-v/BeaverTails-V"
     hub_split = "evaluation"
@@ -59,11 +59,7 @@ class BeaverTailsV(BenchmarkDataset):
         self.categories = tuple(cats)
         self.split = options.get("split", "evaluation")
 
-    def _rows(self, category: str) -> Iterator[tuple[str, str, Any, Path | None]]:
-        if self.hub is not None:
-            for source, label, rec in self.hub_rows(required=COLUMNS, config=category):
-                yield source, label, rec, self.image_root
-            return
+    def _files(self, category: str) -> list[Path]:
         assert self.path is not None
         if not self.path.exists():
             raise DataError(f"dataset 'beavertails-v': {self.path} does not exist "
@@ -72,29 +68,15 @@ class BeaverTailsV(BenchmarkDataset):
         if not files:
             self.policy.item(f"dataset 'beavertails-v': no file for category {category!r}, split {self.split!r} "
                              f"under {self.path} (expected e.g. {category}/{self.split}-00000-of-00001.parquet)")
-            return
-        for f in files:
-            for label, rec in read_records(f, required=COLUMNS):
-                yield str(f), label, rec, self.image_root or f.parent
+        return files
 
     def _samples(self) -> Iterator[Sample]:
         for category in self.categories:
-            row = 0
-            for source, label, rec, base in self._rows(category):
-                where = f"{source}, {label}"
-                sid = f"{category}-{self.split}-{row}"
-                row += 1
-                try:
-                    if isinstance(rec, Exception):
-                        raise ItemError(str(rec))
-                    question = text_of(rec, "question", where)
-                    image = self.image(rec.get("image"), base, where, "image")
-                except ItemError as e:
-                    self.item_error(e)
-                    continue
-                meta: dict[str, Any] = {"split": self.split, "prompt_field": "question"}
-                if rec.get("image_severity") is not None:
-                    meta["image_severity"] = rec["image_severity"]
-                yield Sample(dataset=self.registered_name, id=sid, scenario=category, intent=question,
-                             fields=text_fields(rec, skip=("image",)), images={"image": image},
-                             license=self.sample_license, meta=meta)
+            rows = self.records(partial(self._files, category), COLUMNS, config=category)
+            yield from self.item_samples(rows, partial(self._sample, category))
+
+    def _sample(self, category: str, rec: dict, where: str, base: Path | None, row: int) -> list[Sample]:
+        meta: dict[str, Any] = {"split": self.split, "prompt_field": "question"}
+        if rec.get("image_severity") is not None:
+            meta["image_severity"] = rec["image_severity"]
+        return self.question_sample(rec, where, base, f"{category}-{self.split}-{row}", category, meta)

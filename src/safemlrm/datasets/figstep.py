@@ -16,6 +16,7 @@ from ..errors import ConfigError, DataError, did_you_mean
 from ..records import Modality, Sample
 from ..registry import register
 from .base import Dataset
+from .io import one_of
 
 COLUMNS = ("dataset", "category_id", "task_id", "category_name", "question", "instruction")
 REQUIRED = ("category_id", "task_id", "category_name", "question", "instruction")
@@ -93,13 +94,10 @@ class SafeBench(Dataset):
         if path is None:
             path = options.pop("path", None)
         super().__init__(path, **options)
-        subset = options.get("subset", "tiny")
-        if subset not in SUBSETS:
-            raise ConfigError(f"dataset 'figstep': subset must be one of {', '.join(SUBSETS)}, not {subset!r}."
-                              f"{did_you_mean(str(subset), SUBSETS)}")
-        self.subset = subset
+        self.subset = one_of("figstep", "subset", options.get("subset", "tiny"), tuple(SUBSETS),
+                             f"one of {', '.join(SUBSETS)}")
         if self.path is None:
-            self.csv_path = bundled_csv(subset)
+            self.csv_path = bundled_csv(self.subset)
         else:
             self.csv_path = self.path
             # a user file may carry other topics: its scenarios are the ones it has

@@ -23,13 +23,14 @@ bottom is also unverified (the HADES prompt says they do): samples say so in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from ..records import Modality, Sample
+from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, find_files, read_records, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, Row, find_files, text_fields, text_of
 
 SCENARIOS = ("Animal", "Financial", "Privacy", "Self-Harm", "Violence")
 COLUMNS = ("id", "scenario", "keywords", "step", "category", "instruction", "image")
@@ -47,7 +48,6 @@ def normalise_scenario(value: str, known: tuple[str, ...]) -> str:
 @register("dataset", "hades")
 class Hades(BenchmarkDataset):
     license = "MIT"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = SCENARIOS
     hub_id = "Monosail/HADES"
     hub_split = "test"
@@ -60,21 +60,17 @@ class Hades(BenchmarkDataset):
             raise ConfigError(f"dataset 'hades': step must be 'last', 'all' or an integer, not {step!r}")
         self.step = step
 
-    def _rows(self, columns: list[str] | None = None) -> Iterator[tuple[str, str, dict, Path | None]]:
-        """(file or source, item label, record, folder that relative image paths are read from)."""
-        if self.hub is not None:
-            for source, label, rec in self.hub_rows(required=COLUMNS, columns=columns):
-                yield source, label, rec, self.image_root
-            return
+    def _files(self) -> list[Path]:
         assert self.path is not None
         if not self.path.exists():
             raise DataError(f"dataset 'hades': {self.path} does not exist (download Monosail/HADES, or use hub: true)")
         files = find_files(self.path, _SUFFIXES)
         if not files:
             raise DataError(f"dataset 'hades': no .parquet/.jsonl/.json/.csv files under {self.path}")
-        for f in files:
-            for label, rec in read_records(f, required=COLUMNS, columns=columns):
-                yield str(f), label, rec, self.image_root or f.parent
+        return files
+
+    def _rows(self, columns: list[str] | None = None) -> Iterator[Row]:
+        return self.records(self._files, COLUMNS, columns=columns)
 
     def _last_steps(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -90,35 +86,28 @@ class Hades(BenchmarkDataset):
 
     def _samples(self) -> Iterator[Sample]:
         last = self._last_steps() if self.step == "last" else {}
-        seen: set[str] = set()
-        for source, label, rec, base in self._rows():
-            where = f"{source}, {label}"
-            try:
-                if isinstance(rec, Exception):
-                    raise ItemError(str(rec))
-                rid = text_of(rec, "id", where)
-                try:
-                    step = int(text_of(rec, "step", where))
-                except ValueError:
-                    raise ItemError(f"{where}: field 'step' is not an integer ({rec.get('step')!r})") from None
-                if self.step == "last" and last.get(rid) != step:
-                    continue
-                if isinstance(self.step, int) and step != self.step:
-                    continue
-                sid = f"{rid}-step{step}"
-                if sid in seen:
-                    raise ItemError(f"{where}: duplicate item (id {rid!r}, step {step})")
-                instruction = text_of(rec, "instruction", where)
-                keywords = text_of(rec, "keywords", where)
-                category = text_of(rec, "category", where)
-                scenario = normalise_scenario(text_of(rec, "scenario", where), SCENARIOS)
-                image = self.image(rec.get("image"), base, where, "image")
-            except ItemError as e:
-                self.item_error(e)
-                continue
-            seen.add(sid)
-            fields = text_fields(rec, skip=("image",))
-            yield Sample(dataset=self.registered_name, id=sid, scenario=scenario, intent=instruction,
-                         fields=fields, images={"image": image}, license=self.sample_license,
-                         meta={"step": step, "category": category, "keywords": keywords,
-                               "image_has_typography": True, "prompt_field": "instruction"})
+        yield from self.item_samples(self._rows(), partial(self._sample, last, set()))
+
+    def _sample(self, last: dict[str, int], seen: set[str], rec: dict, where: str, base: Path | None,
+                _row: int) -> list[Sample]:
+        rid = text_of(rec, "id", where)
+        try:
+            step = int(text_of(rec, "step", where))
+        except ValueError:
+            raise ItemError(f"{where}: field 'step' is not an integer ({rec.get('step')!r})") from None
+        if (self.step == "last" and last.get(rid) != step) or (isinstance(self.step, int) and step != self.step):
+            return []
+        sid = f"{rid}-step{step}"
+        if sid in seen:
+            raise ItemError(f"{where}: duplicate item (id {rid!r}, step {step})")
+        instruction = text_of(rec, "instruction", where)
+        keywords = text_of(rec, "keywords", where)
+        category = text_of(rec, "category", where)
+        scenario = normalise_scenario(text_of(rec, "scenario", where), SCENARIOS)
+        image = self.image(rec.get("image"), base, where, "image")
+        seen.add(sid)
+        meta = {"step": step, "category": category, "keywords": keywords, "image_has_typography": True,
+                "prompt_field": "instruction"}
+        return [Sample(dataset=self.registered_name, id=sid, scenario=scenario, intent=instruction,
+                       fields=text_fields(rec, skip=("image",)), images={"image": image},
+                       license=self.sample_license, meta=meta)]

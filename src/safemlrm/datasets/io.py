@@ -15,8 +15,8 @@ one way to handle a bad item, one way to load from the Hugging Face Hub.
 * `hub_rows(repo, ...)`: rows from `datasets.load_dataset`, imported lazily, with image columns
   left undecoded, and messages that say what to do offline or without `datasets` installed.
 * `BenchmarkDataset`: the base of the loaders in this package: option checking, the local-or-Hub
-  choice, a column mapping for Hub schemas, and the error policy, so a loader only turns a record
-  into Samples.
+  choice (`records`), a column mapping for Hub schemas, and the error policy (`item_samples`), so a
+  loader only turns a record into Samples.
 """
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..fsutil import write_atomic
 from ..errors import ConfigError, DataError, did_you_mean
 from ..hashing import bytes_sha256
-from ..records import Sample
+from ..records import Modality, Sample
 from .base import Dataset
 
 MAX_REASONS = 20
@@ -43,6 +43,10 @@ _IMAGE_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", 
 
 class ItemError(Exception):
     """One item cannot be used; the message names the file, the item and the field."""
+
+
+# (file or source, item label, record or the ItemError reading it, folder relative image paths are read from)
+Row = tuple[str, str, Any, Path | None]
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -71,6 +75,16 @@ class ErrorPolicy:
         if self.skipped and not yielded:
             raise DataError(f"dataset {self.dataset!r}: every item was skipped ({self.skipped}); "
                             f"the first reason: {self.reasons[0]}")
+
+
+def one_of(dataset: str, option: str, value: Any, choices: Sequence[str], allowed: str | None = None) -> Any:
+    """`value` when it is one of `choices`; else a ConfigError naming the dataset and the option and
+    listing `allowed` (default "a, b or c")."""
+    if value not in choices:
+        allowed = allowed or ", ".join(choices[:-1]) + " or " + choices[-1]
+        raise ConfigError(f"dataset {dataset!r}: {option} must be {allowed}, not {value!r}."
+                          f"{did_you_mean(str(value), choices)}")
+    return value
 
 
 def missing_field(rec: dict, name: str, where: str, what: str = "field") -> ItemError:
@@ -366,6 +380,7 @@ class BenchmarkDataset(Dataset):
     """
 
     license: ClassVar[str] = "unknown"
+    modalities: ClassVar[frozenset[Modality]] = frozenset({Modality.TEXT, Modality.IMAGE})
     hub_id: ClassVar[str | None] = None
     hub_config: ClassVar[str | None] = None
     hub_split: ClassVar[str | None] = None
@@ -455,6 +470,47 @@ class BenchmarkDataset(Dataset):
                                    revision=o.get("revision"), streaming=bool(o.get("streaming", False)),
                                    required=required, columns=cols, hint=hint):
             yield source, label, self.canonical(row)
+
+    def records(self, files: Callable[[], Iterable[Path]], required: Sequence[str] = (), *,
+                columns: Sequence[str] | None = None, config: str | None = None, split: str | None = None,
+                images: Path | None = None) -> Iterator[Row]:
+        """The rows of the Hub copy when `hub` is set, else the records of `files()` (called only
+        then); relative image paths are read from `image_root`, else `images`, else the file's folder."""
+        if self.hub is not None:
+            for source, label, rec in self.hub_rows(required=required, config=config, split=split, columns=columns):
+                yield source, label, rec, self.image_root
+            return
+        for f in files():
+            for label, rec in read_records(f, required=required, columns=columns):
+                yield str(f), label, rec, self.image_root or images or f.parent
+
+    def item_samples(self, rows: Iterable[Row],
+                     build: Callable[[dict, str, Path | None, int], Iterable[Sample]]) -> Iterator[Sample]:
+        """The Samples `build(record, where, image folder, row)` makes of each row, rows numbered
+        from 0 (bad ones too). A row that could not be read or is not an object, or one `build` raises
+        an ItemError for, goes to the error policy and gives no Sample."""
+        for row, (source, label, rec, base) in enumerate(rows):
+            where = f"{source}, {label}"
+            try:
+                if isinstance(rec, Exception):
+                    raise ItemError(str(rec))
+                if not isinstance(rec, dict):
+                    raise ItemError(f"{where}: the record is a {type(rec).__name__}, not an object")
+                samples = list(build(rec, where, base, row))  # all or none: a bad part skips the record
+            except ItemError as e:
+                self.item_error(e)
+                continue
+            yield from samples
+
+    def question_sample(self, rec: dict, where: str, base: Path | None, sid: str, scenario: str,
+                        meta: dict[str, Any]) -> list[Sample]:
+        """The Sample of a row that asks its `question` about its `image`, every other scalar field
+        kept in `fields` (the Hub image-question sets: BeaverTails-V, SPA-VL)."""
+        question = text_of(rec, "question", where)
+        image = self.image(rec.get("image"), base, where, "image")
+        return [Sample(dataset=self.registered_name, id=sid, scenario=scenario, intent=question,
+                       fields=text_fields(rec, skip=("image",)), images={"image": image},
+                       license=self.sample_license, meta=meta)]
 
     def image(self, value: Any, base: Path | None, where: str, field: str) -> str:
         return image_ref(value, base=base, where=where, field=field, cache_dir=self.image_cache,

@@ -24,13 +24,14 @@ Intent: `redteam_query`, the plain harmful query; `jailbreak_query` is what the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError, did_you_mean
-from ..records import Modality, Sample
+from ..errors import ConfigError, DataError
+from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, read_records, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, one_of, text_fields, text_of
 
 POLICIES = ("Illegal Activity", "Violence", "Hate Speech", "Malware", "Physical Harm", "Economic Harm", "Fraud",
             "Child Abuse Content", "Animal Abuse", "Political Sensitivity", "Privacy Violation",
@@ -42,7 +43,6 @@ SUBSETS = {"mini": "mini_JailBreakV_28K", "full": "JailBreakV_28K"}
 @register("dataset", "jailbreakv")
 class JailBreakV(BenchmarkDataset):
     license = "MIT"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = POLICIES
     hub_id = "JailbreakV-28K/JailBreakV-28k"
     hub_config = "JailBreakV_28K"
@@ -50,11 +50,7 @@ class JailBreakV(BenchmarkDataset):
 
     def __init__(self, path: str | Path | None = None, **options: Any):
         super().__init__(path, **options)
-        subset = options.get("subset", "mini")
-        if subset not in SUBSETS:
-            raise ConfigError(f"dataset 'jailbreakv': subset must be mini or full, not {subset!r}."
-                              f"{did_you_mean(str(subset), SUBSETS)}")
-        self.subset = subset
+        self.subset = one_of(self.name, "subset", options.get("subset", "mini"), tuple(SUBSETS))
         if self.hub is not None and self.image_root is None and not options.get("data_files"):
             raise ConfigError("dataset 'jailbreakv': the Hub rows name their images by path only; set image_root "
                               "to a download of the JailBreakV_28K image folders (or use `path` on the download)")
@@ -69,38 +65,24 @@ class JailBreakV(BenchmarkDataset):
                 return cand
         raise DataError(f"dataset 'jailbreakv': {name} not found in {self.path} or {self.path / 'JailBreakV_28K'}")
 
-    def _rows(self) -> Iterator[tuple[str, str, Any, Path | None]]:
-        if self.hub is not None:
-            for source, label, rec in self.hub_rows(required=COLUMNS, split=SUBSETS[self.subset]):
-                yield source, label, rec, self.image_root
-            return
-        f = self.csv_file()
-        for label, rec in read_records(f, required=COLUMNS):
-            yield str(f), label, rec, self.image_root or f.parent
-
     def _samples(self) -> Iterator[Sample]:
-        seen: set[str] = set()
-        for source, label, rec, base in self._rows():
-            where = f"{source}, {label}"
-            try:
-                if isinstance(rec, Exception):
-                    raise ItemError(str(rec))
-                rid = text_of(rec, "id", where)
-                if rid in seen:
-                    raise ItemError(f"{where}: duplicate id {rid!r}")
-                intent = text_of(rec, "redteam_query", where)
-                text_of(rec, "jailbreak_query", where)
-                policy = text_of(rec, "policy", where)
-                fmt = text_of(rec, "format", where)
-                image = self.image(text_of(rec, "image_path", where), base, where, "image_path")
-            except ItemError as e:
-                self.item_error(e)
-                continue
-            seen.add(rid)
-            meta: dict[str, Any] = {"format": fmt, "prompt_field": "jailbreak_query", "subset": self.subset}
-            for k in ("from", "selected_mini", "transfer_from_llm"):
-                v = rec.get(k)
-                if v not in (None, "") and not (isinstance(v, float) and v != v):
-                    meta[k] = v if isinstance(v, (bool, int, float)) else str(v)
-            yield Sample(dataset=self.registered_name, id=rid, scenario=policy.strip(), intent=intent,
-                         fields=text_fields(rec), images={"image": image}, license=self.sample_license, meta=meta)
+        rows = self.records(lambda: [self.csv_file()], COLUMNS, split=SUBSETS[self.subset])
+        yield from self.item_samples(rows, partial(self._sample, set()))
+
+    def _sample(self, seen: set[str], rec: dict, where: str, base: Path | None, _row: int) -> list[Sample]:
+        rid = text_of(rec, "id", where)
+        if rid in seen:
+            raise ItemError(f"{where}: duplicate id {rid!r}")
+        intent = text_of(rec, "redteam_query", where)
+        text_of(rec, "jailbreak_query", where)
+        policy = text_of(rec, "policy", where)
+        fmt = text_of(rec, "format", where)
+        image = self.image(text_of(rec, "image_path", where), base, where, "image_path")
+        seen.add(rid)
+        meta: dict[str, Any] = {"format": fmt, "prompt_field": "jailbreak_query", "subset": self.subset}
+        for k in ("from", "selected_mini", "transfer_from_llm"):
+            v = rec.get(k)
+            if v not in (None, "") and not (isinstance(v, float) and v != v):
+                meta[k] = v if isinstance(v, (bool, int, float)) else str(v)
+        return [Sample(dataset=self.registered_name, id=rid, scenario=policy.strip(), intent=intent,
+                       fields=text_fields(rec), images={"image": image}, license=self.sample_license, meta=meta)]

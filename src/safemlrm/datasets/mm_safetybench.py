@@ -43,7 +43,6 @@ QUESTION_FOR = {"SD": "Rephrased Question(SD)", "TYPO": "Rephrased Question", "S
 @register("dataset", "mm-safetybench")
 class MMSafetyBench(BenchmarkDataset):
     license = "unverified (see github.com/isXinLiu/MM-SafetyBench)"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = SCENARIOS
     extra_options = ("image_types", "intent_field")
 

@@ -34,10 +34,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError, did_you_mean
-from ..records import Modality, Sample
+from ..errors import DataError
+from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, read_json, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, one_of, read_json, text_fields, text_of
 
 TASKS = ("chat", "embodied")
 
@@ -54,17 +54,13 @@ def _as_list(rec: dict, name: str, where: str) -> list[str]:
 @register("dataset", "mssbench")
 class MSSBench(BenchmarkDataset):
     license = "MIT"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = TASKS
     hub_id = "kzhou35/mssbench"
     extra_options = ("task",)
 
     def __init__(self, path: str | Path | None = None, **options: Any):
         super().__init__(path, **options)
-        task = options.get("task", "both")
-        if task not in TASKS + ("both",):
-            raise ConfigError(f"dataset 'mssbench': task must be both, chat or embodied, not {task!r}."
-                              f"{did_you_mean(str(task), TASKS + ('both',))}")
+        task = one_of(self.name, "task", options.get("task", "both"), ("both",) + TASKS)
         self.tasks = TASKS if task == "both" else (task,)
 
     def _entries(self) -> Iterator[tuple[str, str, str, Any, Path | None]]:

@@ -25,13 +25,14 @@ and "Answer with the option's letter."; safemlrm's wording, not SIUO's), which i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError, did_you_mean
-from ..records import Modality, Sample
+from ..errors import DataError
+from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, read_records, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, one_of, text_fields, text_of
 
 CATEGORIES = ("self-harm", "dangerous behavior", "morality", "illegal activities & crime",
               "controversial topics, politics", "discrimination & stereotyping", "religion beliefs",
@@ -59,7 +60,6 @@ def format_options(options: Any, where: str) -> tuple[dict[str, str], str]:
 @register("dataset", "siuo")
 class SIUO(BenchmarkDataset):
     license = "CC-BY-NC-4.0"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = CATEGORIES
     extra_options = ("task", "image_root")
 
@@ -68,10 +68,7 @@ class SIUO(BenchmarkDataset):
         task = options.get("task")
         if task is None and self.path is not None and self.path.suffix == ".json":
             task = "mcqa" if "mcqa" in self.path.name.lower() else "gen"
-        task = task or "gen"
-        if task not in FILES:
-            raise ConfigError(f"dataset 'siuo': task must be gen or mcqa, not {task!r}.{did_you_mean(str(task), FILES)}")
-        self.task = task
+        self.task = one_of(self.name, "task", task or "gen", tuple(FILES))
 
     def _file(self) -> Path:
         assert self.path is not None
@@ -86,37 +83,29 @@ class SIUO(BenchmarkDataset):
 
     def _samples(self) -> Iterator[Sample]:
         f = self._file()
-        images = self.image_root or f.parent / "images"
-        seen: set[str] = set()
-        for label, rec in read_records(f):
-            where = f"{f}, {label}"
-            try:
-                if isinstance(rec, Exception):
-                    raise ItemError(str(rec))
-                if not isinstance(rec, dict):
-                    raise ItemError(f"{where}: the record is a {type(rec).__name__}, not an object")
-                qid = text_of(rec, "question_id", where)
-                sid = f"{self.task}-{qid}"
-                if sid in seen:
-                    raise ItemError(f"{where}: duplicate question_id {qid!r}")
-                question = text_of(rec, "question", where)
-                category = text_of(rec, "category", where)
-                image = self.image(text_of(rec, "image", where), images, where, "image")
-                fields = text_fields(rec, skip=("image", "options"))
-                meta: dict[str, Any] = {"task": self.task, "prompt_field": "question"}
-                for k in ("safety_warning", "reference_answer"):
-                    if rec.get(k):
-                        meta[k] = str(rec[k])
-                if self.task == "mcqa":
-                    opts, lines = format_options(rec.get("options"), where)
-                    meta["options"] = opts
-                    meta["correct_option"] = text_of(rec, "correct_option", where)
-                    fields["options"] = lines
-                    fields["mcqa_prompt"] = f"{question}\n{lines}\n{MCQA_SUFFIX}"
-                    meta["prompt_field"] = "mcqa_prompt"
-            except ItemError as e:
-                self.item_error(e)
-                continue
-            seen.add(sid)
-            yield Sample(dataset=self.registered_name, id=sid, scenario=category, intent=question, fields=fields,
-                         images={"image": image}, license=self.sample_license, meta=meta)
+        rows = self.records(lambda: [f], images=f.parent / "images")
+        yield from self.item_samples(rows, partial(self._sample, set()))
+
+    def _sample(self, seen: set[str], rec: dict, where: str, images: Path | None, _row: int) -> list[Sample]:
+        qid = text_of(rec, "question_id", where)
+        sid = f"{self.task}-{qid}"
+        if sid in seen:
+            raise ItemError(f"{where}: duplicate question_id {qid!r}")
+        question = text_of(rec, "question", where)
+        category = text_of(rec, "category", where)
+        image = self.image(text_of(rec, "image", where), images, where, "image")
+        fields = text_fields(rec, skip=("image", "options"))
+        meta: dict[str, Any] = {"task": self.task, "prompt_field": "question"}
+        for k in ("safety_warning", "reference_answer"):
+            if rec.get(k):
+                meta[k] = str(rec[k])
+        if self.task == "mcqa":
+            opts, lines = format_options(rec.get("options"), where)
+            meta["options"] = opts
+            meta["correct_option"] = text_of(rec, "correct_option", where)
+            fields["options"] = lines
+            fields["mcqa_prompt"] = f"{question}\n{lines}\n{MCQA_SUFFIX}"
+            meta["prompt_field"] = "mcqa_prompt"
+        seen.add(sid)
+        return [Sample(dataset=self.registered_name, id=sid, scenario=category, intent=question, fields=fields,
+                       images={"image": image}, license=self.sample_license, meta=meta)]

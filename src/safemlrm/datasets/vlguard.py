@@ -21,12 +21,14 @@ scalar keys (e.g. harmful_category). Intent: the instruction. Licence unverified
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..records import Modality, Sample
+from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, read_records, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, text_fields, text_of
 
 SCENARIOS = ("safe_safes", "safe_unsafes", "unsafes")
 _KEYS = (("instruction", "unsafes"), ("safe_instruction", "safe_safes"), ("unsafe_instruction", "safe_unsafes"))
@@ -43,7 +45,6 @@ def _flag(v: Any) -> bool | None:
 @register("dataset", "vlguard")
 class VLGuard(BenchmarkDataset):
     license = "unverified (see huggingface.co/datasets/ys-zong/VLGuard)"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = SCENARIOS
     extra_options = ("image_root",)
 
@@ -52,48 +53,42 @@ class VLGuard(BenchmarkDataset):
         f = self.path / "test.json" if self.path.is_dir() else self.path
         if not f.is_file():
             raise DataError(f"dataset 'vlguard': {f} not found")
-        images = self.image_root or (f.parent / "test" if (f.parent / "test").is_dir() else f.parent)
-        seen: set[str] = set()
-        for label, rec in read_records(f):
-            where = f"{f}, {label}"
-            try:
-                if isinstance(rec, Exception):
-                    raise ItemError(str(rec))
-                if not isinstance(rec, dict):
-                    raise ItemError(f"{where}: the record is a {type(rec).__name__}, not an object")
-                rid = text_of(rec, "id", where)
-                safe = _flag(rec.get("safe"))
-                if safe is None:
-                    raise ItemError(f"{where}: field 'safe' is missing or not true/false")
-                pairs = rec.get("instr-resp")
-                if not isinstance(pairs, list) or not pairs:
-                    raise ItemError(f"{where}: field 'instr-resp' is missing or not a list")
-                image = self.image(text_of(rec, "image", where), images, where, "image")
-                out = []
-                for n, pair in enumerate(pairs):
-                    pw = f"{where}, instr-resp[{n}]"
-                    if not isinstance(pair, dict):
-                        raise ItemError(f"{pw}: not an object")
-                    key, scenario = next(((k, s) for k, s in _KEYS if pair.get(k)), (None, None))
-                    if key is None:
-                        raise ItemError(f"{pw}: no instruction, safe_instruction or unsafe_instruction")
-                    sid = f"{rid}-{n}"
-                    if sid in seen:
-                        raise ItemError(f"{pw}: duplicate item {sid!r}")
-                    out.append((sid, scenario, str(pair[key]), key, pair.get("response")))
-            except ItemError as e:
-                self.item_error(e)
-                continue
-            extra = {k: v for k, v in text_fields(rec, skip=("image", "safe", "id")).items()}
-            for sid, scenario, instruction, key, response in out:
-                seen.add(sid)
-                meta: dict[str, Any] = {"safe": safe, "instruction_safe": scenario == "safe_safes",
-                                        "instruction_key": key, "prompt_field": "instruction"}
-                if response:
-                    meta["reference_response"] = str(response)
-                meta.update({k: v for k, v in extra.items() if k not in meta})
-                fields = {**extra, "instruction": instruction}
-                if response:
-                    fields["response"] = str(response)
-                yield Sample(dataset=self.registered_name, id=sid, scenario=scenario, intent=instruction,
-                             fields=fields, images={"image": image}, license=self.sample_license, meta=meta)
+        rows = self.records(lambda: [f], images=f.parent / "test" if (f.parent / "test").is_dir() else f.parent)
+        yield from self.item_samples(rows, partial(self._samples_of, set()))
+
+    def _samples_of(self, seen: set[str], rec: dict, where: str, images: Path | None, _row: int) -> Iterator[Sample]:
+        """One Sample per element of the record's instr-resp; an ItemError, before the first, for the
+        whole record."""
+        rid = text_of(rec, "id", where)
+        safe = _flag(rec.get("safe"))
+        if safe is None:
+            raise ItemError(f"{where}: field 'safe' is missing or not true/false")
+        pairs = rec.get("instr-resp")
+        if not isinstance(pairs, list) or not pairs:
+            raise ItemError(f"{where}: field 'instr-resp' is missing or not a list")
+        image = self.image(text_of(rec, "image", where), images, where, "image")
+        out = []
+        for n, pair in enumerate(pairs):
+            pw = f"{where}, instr-resp[{n}]"
+            if not isinstance(pair, dict):
+                raise ItemError(f"{pw}: not an object")
+            key, scenario = next(((k, s) for k, s in _KEYS if pair.get(k)), (None, None))
+            if key is None:
+                raise ItemError(f"{pw}: no instruction, safe_instruction or unsafe_instruction")
+            sid = f"{rid}-{n}"
+            if sid in seen:
+                raise ItemError(f"{pw}: duplicate item {sid!r}")
+            out.append((sid, scenario, str(pair[key]), key, pair.get("response")))
+        extra = {k: v for k, v in text_fields(rec, skip=("image", "safe", "id")).items()}
+        for sid, scenario, instruction, key, response in out:
+            seen.add(sid)
+            meta: dict[str, Any] = {"safe": safe, "instruction_safe": scenario == "safe_safes",
+                                    "instruction_key": key, "prompt_field": "instruction"}
+            if response:
+                meta["reference_response"] = str(response)
+            meta.update({k: v for k, v in extra.items() if k not in meta})
+            fields = {**extra, "instruction": instruction}
+            if response:
+                fields["response"] = str(response)
+            yield Sample(dataset=self.registered_name, id=sid, scenario=scenario, intent=instruction,
+                         fields=fields, images={"image": image}, license=self.sample_license, meta=meta)

@@ -21,12 +21,13 @@ Intent: the instruction. Licence Apache-2.0.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from ..errors import DataError
-from ..records import Modality, Sample
+from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, read_records, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, text_fields, text_of
 
 COLUMNS = ("instruction_id", "instruction", "image_path", "category")
 
@@ -34,47 +35,33 @@ COLUMNS = ("instruction_id", "instruction", "image_path", "category")
 @register("dataset", "vlsbench")
 class VLSBench(BenchmarkDataset):
     license = "Apache-2.0"
-    modalities = frozenset({Modality.TEXT, Modality.IMAGE})
     scenarios = ()  # open: see the module docstring
     hub_id = "Foreshhh/vlsbench"
 
-    def _rows(self) -> Iterator[tuple[str, str, object, Path | None]]:
-        if self.hub is not None:
-            for source, label, rec in self.hub_rows(required=COLUMNS):
-                yield source, label, rec, self.image_root
-            return
+    def _files(self) -> list[Path]:
         assert self.path is not None
         f = self.path
         if f.is_dir():
             f = next((c for c in (f / "data.json", f / "data" / "data.json") if c.is_file()), f / "data.json")
         if not f.is_file():
             raise DataError(f"dataset 'vlsbench': {f} not found")
-        for label, rec in read_records(f, required=COLUMNS):
-            yield str(f), label, rec, self.image_root or f.parent
+        return [f]
 
     def _samples(self) -> Iterator[Sample]:
-        seen: set[str] = set()
-        for source, label, rec, base in self._rows():
-            where = f"{source}, {label}"
-            try:
-                if isinstance(rec, Exception):
-                    raise ItemError(str(rec))
-                if not isinstance(rec, dict):
-                    raise ItemError(f"{where}: the record is a {type(rec).__name__}, not an object")
-                rid = text_of(rec, "instruction_id", where)
-                if rid in seen:
-                    raise ItemError(f"{where}: duplicate instruction_id {rid!r}")
-                instruction = text_of(rec, "instruction", where)
-                category = text_of(rec, "category", where)
-                image = self.image(rec.get("image_path"), base, where, "image_path")
-            except ItemError as e:
-                self.item_error(e)
-                continue
-            seen.add(rid)
-            meta = {"prompt_field": "instruction"}
-            for k in ("sub_category", "source"):
-                if rec.get(k):
-                    meta[k] = str(rec[k])
-            yield Sample(dataset=self.registered_name, id=rid, scenario=category, intent=instruction,
-                         fields=text_fields(rec, skip=("image_path",)), images={"image": image},
-                         license=self.sample_license, meta=meta)
+        yield from self.item_samples(self.records(self._files, COLUMNS), partial(self._sample, set()))
+
+    def _sample(self, seen: set[str], rec: dict, where: str, base: Path | None, _row: int) -> list[Sample]:
+        rid = text_of(rec, "instruction_id", where)
+        if rid in seen:
+            raise ItemError(f"{where}: duplicate instruction_id {rid!r}")
+        instruction = text_of(rec, "instruction", where)
+        category = text_of(rec, "category", where)
+        image = self.image(rec.get("image_path"), base, where, "image_path")
+        seen.add(rid)
+        meta = {"prompt_field": "instruction"}
+        for k in ("sub_category", "source"):
+            if rec.get(k):
+                meta[k] = str(rec[k])
+        return [Sample(dataset=self.registered_name, id=rid, scenario=category, intent=instruction,
+                       fields=text_fields(rec, skip=("image_path",)), images={"image": image},
+                       license=self.sample_license, meta=meta)]

@@ -83,6 +83,11 @@ def media_type(data: bytes) -> str:
     return "image/png"
 
 
+def channel_notes() -> list[str]:
+    """Each channel's note as one line, for a judge's prompt_parts (so the hash covers them)."""
+    return [f"{c.value}: {label} = {what}" for c, (label, what) in CHANNEL_NOTES.items()]
+
+
 def clip(text: str, max_chars: int | None) -> str:
     """Head and tail of a text longer than max_chars, with the cut said in words."""
     if max_chars is None or len(text) <= max_chars:
@@ -232,6 +237,10 @@ class LLMJudge(Judge):
     # --- building requests ---------------------------------------------------------------------
     def untrusted(self, text: str) -> str:
         return clip(clean_untrusted(text), self.max_chars)
+
+    def image_note(self, item: JudgeItem, note: str) -> str:
+        """`note` (a judge's words saying an image is shown) when this item's images are shown, else ""."""
+        return note if self.multimodal and item.images else ""
 
     def image_parts(self, item: JudgeItem) -> list[ImagePart]:
         if not self.multimodal:

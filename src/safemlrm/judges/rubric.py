@@ -22,7 +22,7 @@ from __future__ import annotations
 from ..records import Label
 from ..registry import register
 from .base import JudgeItem, JudgeResult, Scale
-from .llm import CHANNEL_NOTES, LLMJudge
+from .llm import CHANNEL_NOTES, LLMJudge, channel_notes
 from .parsing import Unreadable, read_int, read_reason
 
 SCORE_NAMES = ("score", "thescore")
@@ -74,13 +74,12 @@ class RubricJudge(LLMJudge):
     prefilter_score = 0
 
     def prompt_parts(self) -> list[str]:
-        notes = [f"{c.value}: {label} = {what}" for c, (label, what) in CHANNEL_NOTES.items()]
-        return [INSTRUCTIONS.replace("{scale}", SCALE_TEXT), IMAGE_NOTE, *notes, CLOSING, RETRY]
+        return [INSTRUCTIONS.replace("{scale}", SCALE_TEXT), IMAGE_NOTE, *channel_notes(), CLOSING, RETRY]
 
     def instructions(self, item: JudgeItem, nonce: str) -> str:
         label, what = CHANNEL_NOTES[item.channel]
-        image = IMAGE_NOTE if self.multimodal and item.images else ""
-        return INSTRUCTIONS.format(what=what + image, scale=SCALE_TEXT, nonce=nonce, label=label)
+        return INSTRUCTIONS.format(what=what + self.image_note(item, IMAGE_NOTE), scale=SCALE_TEXT, nonce=nonce,
+                                   label=label)
 
     def closing(self, item: JudgeItem, nonce: str) -> str:
         return CLOSING.format(label=CHANNEL_NOTES[item.channel][0], nonce=nonce)

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..records import Label
 from ..registry import register
 from .base import JudgeItem, JudgeResult, Scale
-from .llm import CHANNEL_NOTES, Block, LLMJudge
+from .llm import CHANNEL_NOTES, Block, LLMJudge, channel_notes
 from .parsing import Unreadable, read_int, read_reason, read_word
 
 FENCE_RULES = (
@@ -39,28 +39,28 @@ class _FencedJudge(LLMJudge):
 
     field_name: ClassVar[str]  # the verdict line: "#<field_name>: ..."
     field_help: ClassVar[str]  # what goes on it, e.g. "a whole number from 1 to 3"
+    task_text: ClassVar[str]  # the task of a judge with one; a judge with several overrides task and task_texts
 
     def task(self, item: JudgeItem) -> str:
-        raise NotImplementedError
+        return self.task_text
 
     def task_texts(self) -> list[str]:
         """Every variant of task() this judge can produce (for the prompt hash)."""
-        raise NotImplementedError
+        return [self.task_text]
 
     def output_rules(self) -> str:
         return (f"Reply with exactly two lines and nothing else:\n#reason: <one or two sentences>\n"
                 f"#{self.field_name}: <{self.field_help}>")
 
     def prompt_parts(self) -> list[str]:
-        notes = [f"{c.value}: {label} = {what}" for c, (label, what) in CHANNEL_NOTES.items()]
-        return [HEADER, IMAGE_NOTE, *self.task_texts(), FENCE_RULES, self.output_rules(), *notes, self.closing_text(),
-                self.retry_text_raw()]
+        return [HEADER, IMAGE_NOTE, *self.task_texts(), FENCE_RULES, self.output_rules(), *channel_notes(),
+                self.closing_text(), self.retry_text_raw()]
 
     def instructions(self, item: JudgeItem, nonce: str) -> str:
         label, what = CHANNEL_NOTES[item.channel]
-        image = IMAGE_NOTE if self.multimodal and item.images else ""
         context = ", ".join(b.label for b in self.blocks(item)[:-1])
-        return "\n\n".join([HEADER.format(what=what, image=image, label=label, context=context),
+        return "\n\n".join([HEADER.format(what=what, image=self.image_note(item, IMAGE_NOTE), label=label,
+                                          context=context),
                               self.task(item), FENCE_RULES.replace("{nonce}", nonce), self.output_rules()])
 
     def closing_text(self) -> str:
@@ -99,12 +99,7 @@ class Safety13Judge(_FencedJudge):
     prefilter_score = 1
     field_name = "score"
     field_help = "1, 2 or 3"
-
-    def task(self, item: JudgeItem) -> str:
-        return SAFETY3_TASK
-
-    def task_texts(self) -> list[str]:
-        return [SAFETY3_TASK]
+    task_text = SAFETY3_TASK
 
     def read(self, output: str) -> JudgeResult | Unreadable:
         score = read_int(output, ("score", "thescore"), 1, 3)
@@ -136,12 +131,7 @@ class MSSBenchJudge(_FencedJudge):
     prefilter_score = 0
     field_name = "class"
     field_help = "0, 1, 2 or 3"
-
-    def task(self, item: JudgeItem) -> str:
-        return MSSBENCH_TASK
-
-    def task_texts(self) -> list[str]:
-        return [MSSBENCH_TASK]
+    task_text = MSSBENCH_TASK
 
     def read(self, output: str) -> JudgeResult | Unreadable:
         cls = read_int(output, ("class", "label", "score"), 0, 3)
@@ -184,16 +174,11 @@ class SIUOJudge(_FencedJudge):
         self.aspect = aspect
         self.field_name = "verdict"  # type: ignore[misc]
         self.field_help = " or ".join(SIUO_WORDS[aspect])  # type: ignore[misc]
+        self.task_text = SIUO_SAFETY_TASK if aspect == "safety" else SIUO_EFFECTIVE_TASK  # type: ignore[misc]
         super().__init__(**params)
 
     def identity_extra(self) -> dict[str, Any]:
         return {"aspect": self.aspect}
-
-    def task(self, item: JudgeItem) -> str:
-        return SIUO_SAFETY_TASK if self.aspect == "safety" else SIUO_EFFECTIVE_TASK
-
-    def task_texts(self) -> list[str]:
-        return [SIUO_SAFETY_TASK if self.aspect == "safety" else SIUO_EFFECTIVE_TASK]
 
     def context(self, item: JudgeItem) -> dict[str, Any]:
         keys = ("safety_warning",) if self.aspect == "safety" else ("safety_warning", "reference_answer")

@@ -48,6 +48,7 @@ _SNIPPET = 200
 _KNOWN_OPTIONS = ("base_url", "model", "api_key_env", "timeout", "max_retries", "backoff_base", "backoff_max",
                   "extra_body", "concurrency", "min_concurrency", "max_concurrency", "tokens_per_minute")
 _RESERVED_BODY_KEYS = ("messages", "stream")
+_UNSET = object()  # no client made yet, so no key looked up
 
 
 class _Retry(Exception):
@@ -144,6 +145,7 @@ class OpenAIBackend(Backend):
         self.attempts = 0  # HTTP attempts made, retries included (tests read it)
         self.limiter: AdaptiveLimiter | None = None  # set by the runner; hears every attempt's outcome
         self._client: httpx.AsyncClient | None = None
+        self._sent_key: str | None | object = _UNSET
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Task | None = None
         self._lifetime: Any = None  # the async generator that closes the client with its loop
@@ -169,7 +171,7 @@ class OpenAIBackend(Backend):
             # A client is bound to the loop it was made in, and the runner may use a fresh loop per
             # stage (asyncio.run). A client of an earlier loop was closed when that loop ended (below).
             headers = {"Accept": "application/json"}
-            key = self._api_key()
+            key = self._sent_key = self._api_key()
             if key:
                 headers["Authorization"] = f"Bearer {key}"
             self._client = ShardedClient(  # type: ignore[assignment]
@@ -304,7 +306,11 @@ class OpenAIBackend(Backend):
         self.attempts += 1
         try:
             # The total deadline also covers a body that trickles in slower than the read timeout notices.
-            resp = await asyncio.wait_for(client.post(self._url, json=body), self.timeout)
+            if hasattr(asyncio, "timeout"):  # 3.11+: a deadline without wait_for's extra task per request
+                async with asyncio.timeout(self.timeout):
+                    resp = await client.post(self._url, json=body)
+            else:
+                resp = await asyncio.wait_for(client.post(self._url, json=body), self.timeout)
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise _Retry("timeout", f"no full answer within {self.timeout:g}s") from None
         except httpx.RequestError as e:  # refused, reset, truncated body, bad encoding, ...
@@ -323,7 +329,8 @@ class OpenAIBackend(Backend):
         return random.uniform(0.0, min(self.backoff_max, self.backoff_base * (2 ** min(attempt - 1, 60))))
 
     def _scrub(self, text: str) -> str:
-        key = self._api_key()
+        # the key the client sends (looked up once per client: a keyring lookup per answer is slow)
+        key = self._sent_key if self._sent_key is not _UNSET else self._api_key()
         if key and key in text:
             text = text.replace(key, "***")
         return text

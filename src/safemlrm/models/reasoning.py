@@ -38,6 +38,13 @@ def _strip_open(reasoning: str) -> str:
     return reasoning.strip()
 
 
+def _answer_outcome(answer: str, closed: bool, at_limit: bool) -> Outcome:
+    """The outcome of an answer given after the reasoning closed: cut short, empty, or complete."""
+    if at_limit or not closed:
+        return Outcome.TRUNCATED
+    return Outcome.EMPTY if not answer else Outcome.COMPLETE
+
+
 def split_completion(completion: Completion, *, think_opened_by_template: bool = False) -> Response:
     key = completion.key
     if completion.error is not None:
@@ -54,12 +61,8 @@ def split_completion(completion: Completion, *, think_opened_by_template: bool =
             outcome = Outcome.EMPTY
         elif not answer and at_limit:
             outcome = Outcome.UNCLOSED_THINK
-        elif at_limit or not closed:
-            outcome = Outcome.TRUNCATED
-        elif not answer:
-            outcome = Outcome.EMPTY
         else:
-            outcome = Outcome.COMPLETE
+            outcome = _answer_outcome(answer, closed, at_limit)
         return Response(completion_key=key, reasoning=reasoning or None,
                         answer=None if outcome is Outcome.UNCLOSED_THINK else answer, full=full, outcome=outcome)
 
@@ -71,13 +74,8 @@ def split_completion(completion: Completion, *, think_opened_by_template: bool =
         last = closes[-1]
         reasoning = _strip_open(text[: last.start()])
         answer, closed = _unwrap_answer(text[last.end():])
-        if at_limit or not closed:
-            outcome = Outcome.TRUNCATED
-        elif not answer:
-            outcome = Outcome.EMPTY
-        else:
-            outcome = Outcome.COMPLETE
-        return Response(completion_key=key, reasoning=reasoning, answer=answer, full=text, outcome=outcome)
+        return Response(completion_key=key, reasoning=reasoning, answer=answer, full=text,
+                        outcome=_answer_outcome(answer, closed, at_limit))
 
     opened = _THINK_OPEN.search(text)
     if opened or think_opened_by_template:

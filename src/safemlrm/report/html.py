@@ -44,6 +44,7 @@ from ..results import RunResults, load_store
 from ..safety import csv_cell, escape_surrogates, export_text, visible
 from ..store import Store
 from . import charts
+from ..summary import summarize
 from .markdown import _ci, _pct, headline, md_table, render_summary
 
 CHANNELS = ("full", "answer", "reasoning")
@@ -704,7 +705,7 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
              f"The HTML report beside this file has the figures and a sample browser.", ""]
     parts += [f"- note: {n}" for n in ctx["overlaps"]]
     for run in runs:
-        body = render_summary(run.res).splitlines()
+        body = render_summary(summarize(run.store)).splitlines()
         parts += [f"## Run {run.label}", ""] + [re.sub(r"^(#+) ", r"#\1 ", line) for line in body[1:]] + [""]
     primary = _safe_name(ctx["primary"]) if ctx["primary"] else None
     if primary:

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 
 from ..fsutil import write_atomic
-from ..results import RunResults, load_store
 from ..safety import csv_cell, md_cell
 from ..store import Store
+from ..summary import RunSummary, summarize
 
 
 def _pct(x: float) -> str:
@@ -43,8 +43,8 @@ def headline(rates: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def render_summary(res: RunResults) -> str:
-    rates = res.rates()
+def render_summary(res: RunSummary) -> str:
+    rates = res.rates
     cfg = res.config
     parts = [
         f"# safemlrm run: {cfg.get('name', res.run_dir.name)}",
@@ -57,7 +57,7 @@ def render_summary(res: RunResults) -> str:
         "",
         "## Outcomes",
         "",
-        md_table(res.outcomes()),
+        md_table(res.outcomes),
         "",
         *error_section(res),
         "## Headline (all scenarios)",
@@ -75,16 +75,12 @@ def render_summary(res: RunResults) -> str:
     return "\n".join(parts)
 
 
-def error_section(res: RunResults) -> list[str]:
+def error_section(res: RunSummary) -> list[str]:
     """Failed requests counted by cause ("HTTP 503 after 7 attempts", "timeout after 7 attempts", ...)."""
-    planned = res.planned
-    failed = planned[planned["outcome"] == "error"]
-    if failed.empty:
+    if not res.failed:
         return []
-    causes = failed.assign(cause=failed["error"].fillna("unknown").map(lambda e: str(e).split(":", 1)[0]))
-    table = causes.groupby(["model", "cause"]).size().reset_index(name="count")
-    return ["## Errors", "", f"{len(failed)} planned item(s) have no response; the next `safemlrm run` retries them.",
-            "", md_table(table), ""]
+    return ["## Errors", "", f"{res.failed} planned item(s) have no response; the next `safemlrm run` retries them.",
+            "", md_table(res.errors), ""]
 
 
 def _csv(df: pd.DataFrame) -> bytes:
@@ -94,10 +90,10 @@ def _csv(df: pd.DataFrame) -> bytes:
     return map_cells(df, csv_cell).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8", "backslashreplace")
 
 
-def write_summary(store: Store, cfg=None) -> RunResults:
-    res = load_store(store)
+def write_summary(store: Store) -> RunSummary:
+    res = summarize(store)  # counted in SQLite: memory does not grow with the run
     # write-then-rename: a run killed while writing leaves the previous file whole, never half of one
-    write_atomic(store.run_dir / "metrics.csv", _csv(res.rates()))
-    write_atomic(store.run_dir / "outcomes.csv", _csv(res.outcomes()))
+    write_atomic(store.run_dir / "metrics.csv", _csv(res.rates))
+    write_atomic(store.run_dir / "outcomes.csv", _csv(res.outcomes))
     write_atomic(store.run_dir / "summary.md", render_summary(res).encode("utf-8", "backslashreplace"))
     return res

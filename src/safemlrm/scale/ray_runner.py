@@ -11,6 +11,9 @@ touch the store: they return Completions.
 * API backends (`openai`) run as many small tasks, each sending its batch with the backend's own
   adaptive concurrency. The provider sees at most (tasks at once) x `max_concurrency` requests.
 
+Requests travel pickled; Completions come back as the store's JSON (`safety.dumps_record`), which
+carries lone surrogates in model output exactly where plain pydantic JSON refuses them.
+
 Every node needs safemlrm and the model's extra installed (the same environment as the driver).
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..errors import SafeMLRMError
 from ..models.base import Backend, ChatRequest
 from ..models.cards import ModelCard
 from ..records import Completion, GenerationSettings
+from ..safety import dumps_record, loads_record
 
 if TYPE_CHECKING:
     from ..runner import Runner
@@ -89,7 +93,7 @@ class EngineActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         requests = [pickle.loads(p) for p in batch["payload"]]
-        return {"completion": [c.model_dump_json() for c in self.backend.generate(requests)]}
+        return {"completion": [dumps_record(c) for c in self.backend.generate(requests)]}
 
 
 def api_batch(batch: dict[str, Any], spec: WorkerSpec) -> dict[str, list[str]]:
@@ -104,7 +108,7 @@ def api_batch(batch: dict[str, Any], spec: WorkerSpec) -> dict[str, list[str]]:
     out: list[str] = [""] * len(requests)
 
     async def one(i: int) -> None:
-        out[i] = (await backend.agenerate(requests[i])).model_dump_json()
+        out[i] = dumps_record(await backend.agenerate(requests[i]))
 
     async def go() -> None:
         try:
@@ -148,7 +152,7 @@ def run_shard(payloads: list[dict[str, Any]], args: dict[str, Any]) -> Iterator[
     ds = ds.map_batches(**args)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for body in batch["completion"]:
-            yield Completion.model_validate_json(body)
+            yield loads_record(Completion, body)
 
 
 async def generate_over_ray(runner: "Runner", store: "Store", model: str, backend: Backend,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +45,6 @@ from .generate import Step, StepStats
 from .policy import CONSISTENCY_PROMPT, teacher_text
 
 ANSWER_META = ("reference_response", "reference_answer")
-
-
-@dataclass(frozen=True)
-class Item:
-    key: str
-    source: str
-    sample_id: str
-    scenario: str
-    question: str
-    answer: str
-    decision: str
-    image: str  # sha256 in the blob store
-    media_type: str
 
 
 @dataclass
@@ -146,8 +133,10 @@ class Builder:
         return Step(label, spec, card, build_backend(spec, card))
 
     # --- 1. collect --------------------------------------------------------------------------
-    def collect(self, store: Store) -> tuple[list[Item], dict[str, dict[str, int]]]:
-        items: list[Item] = []
+    def collect(self, store: Store) -> tuple[list[Candidate], dict[str, dict[str, int]]]:
+        """Every usable sample as a Candidate without a thought yet: its image is the sha256 in the blob
+        store, the image's media type is in meta["media_type"]."""
+        items: list[Candidate] = []
         counts: dict[str, dict[str, int]] = {}
         for spec in self.cfg.sources:
             ds = build_dataset(spec)
@@ -171,8 +160,9 @@ class Builder:
                 except (OSError, ValueError) as e:
                     raise DataError(f"dataset {spec.name!r}, item {s.id!r}: cannot read image {image}: {e}") from None
                 key = content_hash("tis-item", s.dataset, s.id, question, answer, part.sha256)
-                items.append(Item(key, s.dataset, s.id, s.scenario, question.strip(), answer.strip(),
-                                  answer_decision(answer), part.sha256, part.media_type))
+                items.append(Candidate(key, s.dataset, s.id, s.scenario, question.strip(), answer.strip(),
+                                       answer_decision(answer), image=part.sha256, thought=None,
+                                       meta={"media_type": part.media_type}))
                 c["items"] += 1
             if c["samples"] and not c["items"]:
                 why = max(("no_answer", "no_question", "no_image"), key=lambda k: c[k])
@@ -191,7 +181,7 @@ class Builder:
                                                              TextPart(text=self.cfg.caption_prompt))),))
 
     # --- 3. think ----------------------------------------------------------------------------
-    def teacher_probe(self, item: Item, caption: str) -> Probe:
+    def teacher_probe(self, item: Candidate, caption: str) -> Probe:
         text = teacher_text(self.cfg.teacher_prompt, policy=self.cfg.policy, caption=caption,
                             question=item.question, answer=item.answer, decision=item.decision)
         return Probe(dataset=item.source, sample_id=item.sample_id, scenario=item.scenario, attack="tis-teacher",
@@ -230,7 +220,7 @@ class Builder:
             items, source_counts = self.collect(store)
             with make_progress(self.console, self.show_progress) as bar:
                 # caption each distinct image once
-                images = {it.image: it.media_type for it in items}
+                images = {it.image: it.meta["media_type"] for it in items}
                 cap_probes = {sha: self.caption_probe(sha, mt) for sha, mt in images.items()}
                 responses, result.steps["caption"] = self._step("captioner", cfg.captioner).run(
                     store, list(cap_probes.values()), bar)
@@ -250,10 +240,7 @@ class Builder:
                         teacher_errors += 1
                         continue
                     thought, problem = self.thought(r)
-                    cands.append(Candidate(key=it.key, source=it.source, sample_id=it.sample_id, scenario=it.scenario,
-                                           question=it.question, answer=it.answer, decision=it.decision,  # type: ignore[arg-type]
-                                           image=it.image, thought=thought, problem=problem,
-                                           meta={"media_type": it.media_type}))
+                    cands.append(replace(it, thought=thought, problem=problem, meta=dict(it.meta)))
                 f = cfg.filters
                 check = self.consistency(f.consistency, store, bar)
                 settings = FilterSettings(artefacts=f.artefacts, leaked_phrases=[*f.leaked_phrases, *f.extra_leaked_phrases],

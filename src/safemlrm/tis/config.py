@@ -2,19 +2,29 @@
 the file and the key, like run configs."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from ..config import DatasetSpec, ModelSpec, Strict, _format_error, _mask
+from ..config import DatasetSpec, ModelSpec, Strict, _format_error, _mask, non_empty, read_yaml
 from ..errors import ConfigError
 from .filters import ARTEFACT_KINDS, DEDUPE_KEYS, LEAKED_PHRASES
 from .policy import (DEFAULT_CAPTION_PROMPT, DEFAULT_POLICY, DEFAULT_TEACHER_PROMPT, PLACEHOLDERS,
                      check_template)
 
 T = TypeVar("T", bound=BaseModel)
+
+
+def known_names(known: Sequence[str], what: str, plural: str) -> Callable[[list[str]], list[str]]:
+    """A list validator (for `field_validator`) that refuses names not in `known`, listing them."""
+    def check(v: list[str]) -> list[str]:
+        bad = [k for k in v if k not in known]
+        if bad:
+            raise ValueError(f"unknown {what}(s) {', '.join(bad)}; {plural}: {', '.join(known)}")
+        return v
+    return check
 
 
 class SourceSpec(DatasetSpec):
@@ -53,21 +63,8 @@ class FilterSpec(Strict):
     dedupe: list[str] = Field(default_factory=lambda: ["image_question"])
     balance: BalanceSpec | None = Field(default_factory=BalanceSpec)
 
-    @field_validator("artefacts")
-    @classmethod
-    def _kinds(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if k not in ARTEFACT_KINDS]
-        if bad:
-            raise ValueError(f"unknown artefact kind(s) {', '.join(bad)}; kinds: {', '.join(ARTEFACT_KINDS)}")
-        return v
-
-    @field_validator("dedupe")
-    @classmethod
-    def _keys(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if k not in DEDUPE_KEYS]
-        if bad:
-            raise ValueError(f"unknown de-duplication key(s) {', '.join(bad)}; keys: {', '.join(DEDUPE_KEYS)}")
-        return v
+    _kinds = field_validator("artefacts")(known_names(ARTEFACT_KINDS, "artefact kind", "kinds"))
+    _keys = field_validator("dedupe")(known_names(DEDUPE_KEYS, "de-duplication key", "keys"))
 
 
 class ExportSpec(Strict):
@@ -93,12 +90,7 @@ class BuildConfig(Strict):
     export: ExportSpec = Field(default_factory=ExportSpec)
     source: str | None = Field(default=None, exclude=True)
 
-    @field_validator("sources")
-    @classmethod
-    def _non_empty(cls, v: list) -> list:
-        if not v:
-            raise ValueError("must list at least one dataset")
-        return v
+    _non_empty = field_validator("sources")(non_empty("dataset"))
 
     @field_validator("teacher_prompt")
     @classmethod
@@ -156,22 +148,6 @@ class TrainConfig(Strict):
     source: str | None = Field(default=None, exclude=True)
 
 
-def _load_yaml(path: str | Path) -> tuple[Path, Any]:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text ({e})") from None
-    try:
-        return p, yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-
-
 def parse(cls: type[T], data: Any, source: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config is a YAML mapping (got {type(data).__name__})")
@@ -190,7 +166,7 @@ def _relative(base: Path, value: str | None) -> str | None:
 
 
 def load_build_config(path: str | Path) -> BuildConfig:
-    p, data = _load_yaml(path)
+    p, data = read_yaml(path)
     cfg = parse(BuildConfig, data, str(p))
     base = p.parent
     update: dict[str, Any] = {"cards": [_relative(base, c) for c in cfg.cards]}
@@ -206,5 +182,5 @@ def load_build_config(path: str | Path) -> BuildConfig:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Paths in it (data, model, output) are read from the working directory, as in run configs."""
-    p, data = _load_yaml(path)
+    p, data = read_yaml(path)
     return parse(TrainConfig, data, str(p))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from itertools import islice
 
 from rich.progress import Progress
 
@@ -21,6 +20,7 @@ from ..models.base import Backend, ChatRequest, apply_prompt_convention
 from ..models.cards import ModelCard
 from ..models.reasoning import split_completion
 from ..records import Completion, Probe, Response, completion_key
+from ..batching import chunks
 from ..runner import _close_backend, target_limits, worker_pool
 from ..store import Store
 
@@ -90,9 +90,8 @@ class Step:
 
     def _run_batch(self, requests: list[ChatRequest], keep) -> None:
         size = max(1, int(self.backend.options.get("batch_size", 8)))
-        it = iter(requests)
         try:
-            while batch := list(islice(it, size)):
+            for batch in chunks(requests, size):
                 for c in self.backend.generate(batch):
                     keep(c)
         finally:
