@@ -376,7 +376,7 @@ def test_backend_survives_successive_event_loops_and_sync_close(fault_server):
     second = asyncio.run(one("two"))
     assert (first.text, second.text) == ("echo: one", "echo: two")
     assert clients[0] is not clients[1]
-    assert all(c.is_closed for c in clients)  # each client closed with its loop: no leaked sockets
+    assert all(c.closed for c in clients)  # each client closed with its loop: no leaked sockets
     b.close()
     b.close()  # idempotent
     assert b._client is None
@@ -391,7 +391,7 @@ def test_aclose_closes_the_client(fault_server):
             client = b._client
         return client
 
-    assert asyncio.run(go()).is_closed and b._client is None
+    assert asyncio.run(go()).closed and b._client is None
 
 
 # --- a real server: transformers serve --------------------------------------------------------

@@ -23,8 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
-
 from .errors import ConfigError
 from .options import number_option
 from .records import Message
@@ -216,32 +214,3 @@ def attach(obj: Any, limiter: AdaptiveLimiter) -> bool:
             target.limiter = limiter
             return True
     return False
-
-
-class ShardedClient:
-    """Several small httpx connection pools behind one `post`, each request sent through the least
-    busy. httpcore's pool scans every connection for every request it places, so one pool of 64
-    connections spends more time on that than on the requests (about 130 against 1,100 requests a
-    second to a local server, measured here); pools of 8 do not."""
-
-    def __init__(self, make: Callable[[httpx.Limits], httpx.AsyncClient], connections: int, per_shard: int = 8):
-        n = max(1, math.ceil(connections / per_shard))
-        size = max(1, math.ceil(connections / n))
-        self.shards = [make(httpx.Limits(max_connections=size, max_keepalive_connections=size)) for _ in range(n)]
-        self._busy = [0] * n
-
-    async def post(self, *args: Any, **kwargs: Any) -> httpx.Response:
-        i = min(range(len(self.shards)), key=self._busy.__getitem__)
-        self._busy[i] += 1
-        try:
-            return await self.shards[i].post(*args, **kwargs)
-        finally:
-            self._busy[i] -= 1
-
-    @property
-    def is_closed(self) -> bool:
-        return all(c.is_closed for c in self.shards)
-
-    async def aclose(self) -> None:
-        for c in self.shards:
-            await c.aclose()

@@ -646,7 +646,7 @@ def environment() -> dict[str, Any]:
     import importlib.metadata as md
 
     versions = {}
-    for pkg in ("safemlrm", "torch", "transformers", "pydantic", "httpx", "vllm", "ray"):
+    for pkg in ("safemlrm", "torch", "transformers", "pydantic", "aiohttp", "vllm", "ray"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
