@@ -219,14 +219,14 @@ class Runner:
                         probes = [attack.build(s, ctx) for s in batch]
                         mods = frozenset().union(*(p.modalities for p in probes))
                         self.check_modalities(dspec.name, attack_name, mods, backends)
-                        store.add_probes(probes)
+                        keys = store.add_probes(probes)
                         rows = []
                         for spec in self.cfg.models:
                             card = self.cards[spec.name]
-                            for p in probes:
+                            for p, key in zip(probes, keys):
                                 final = p.model_copy(update={"messages": apply_prompt_convention(card, p.messages)})
-                                rows.append((spec.name, p.key, completion_key(identities[spec.name],
-                                                                              spec.generation, final)))
+                                rows.append((spec.name, key, completion_key(identities[spec.name],
+                                                                            spec.generation, final)))
                             self.stats.planned[spec.name] += len(probes)
                         store.add_plan(rows)
                         n += len(probes)
@@ -277,12 +277,12 @@ class Runner:
         images = {p.sha256: store.blobs.get(p.sha256) for m in messages for p in m.images}
         return ChatRequest(key=ckey, probe_key=probe_key, messages=messages, images=images)
 
-    def _save(self, store: Store, card: ModelCard, completion: Completion) -> None:
-        response = split_completion(completion, think_opened_by_template=card.think_opened_by_template)
-        store.add_completion(completion, response)
-        self.stats.model_calls += 1
-        if completion.error is not None:
-            self.stats.errors += 1
+    def _save(self, store: Store, card: ModelCard, completions: list[Completion]) -> None:
+        """Split and store completions in one transaction; counted in the run's stats."""
+        store.add_completions([(c, split_completion(c, think_opened_by_template=card.think_opened_by_template))
+                               for c in completions])
+        self.stats.model_calls += len(completions)
+        self.stats.errors += sum(c.error is not None for c in completions)
 
     async def _pipeline(self, store: Store, backends: dict[str, Backend], judges: dict[str, Judge]) -> None:
         """Generate every model and judge as completions arrive; then sweep what is left to judge."""
@@ -343,7 +343,7 @@ class Runner:
 
             async def one(item: tuple[str, str]) -> None:
                 completion = await backend.agenerate(self._request(store, card, *item))
-                self._save(store, card, completion.model_copy(update={"model": model}))
+                self._save(store, card, [completion.model_copy(update={"model": model})])
                 saved(completion.key)
                 bar.advance(task)
 
@@ -364,10 +364,11 @@ class Runner:
                 card = self.cards[model]
                 task = bar.add_task(f"generate {model}", total=total)
 
-                def keep(completion: Completion, card: ModelCard = card, model: str = model, task=task) -> None:
-                    self._save(store, card, completion.model_copy(update={"model": model}))
-                    saved(completion.key)
-                    bar.advance(task)
+                def keep(completions: list[Completion], card: ModelCard = card, model: str = model, task=task) -> None:
+                    self._save(store, card, [c.model_copy(update={"model": model}) for c in completions])
+                    for c in completions:
+                        saved(c.key)
+                    bar.advance(task, len(completions))
 
                 if self.ray_address is not None:
                     from .scale.ray_runner import generate_over_ray
@@ -387,12 +388,10 @@ class Runner:
                         except BaseException:
                             queued.cancel()
                             raise
-                        for completion in done:
-                            keep(completion)
+                        keep(done)
                     running = queued
                 if running is not None:
-                    for completion in await running:
-                        keep(completion)
+                    keep(await running)
             finally:
                 await loop.run_in_executor(engine, backend.close)  # weights go before the next model loads
 

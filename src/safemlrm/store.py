@@ -114,12 +114,13 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # --- probes and plan -------------------------------------------------------------------
-    def add_probes(self, probes: Iterable[Probe]) -> int:
+    def add_probes(self, probes: Iterable[Probe]) -> list[str]:
+        """Stores the probes; returns their keys (a key is a hash: computed once, here)."""
         rows = [(p.key, sql_text(p.dataset), sql_text(p.sample_id), sql_text(p.scenario), p.attack, dumps_record(p))
                 for p in probes]
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO probes VALUES (?,?,?,?,?,?)", rows)
-        return len(rows)
+        return [r[0] for r in rows]
 
     def probe(self, key: str) -> Probe:
         row = self.db.execute("SELECT body FROM probes WHERE key=?", (key,)).fetchone()
@@ -143,12 +144,17 @@ class Store:
 
     # --- completions and responses -----------------------------------------------------------
     def add_completion(self, completion: Completion, response: Response) -> None:
+        self.add_completions([(completion, response)])
+
+    def add_completions(self, pairs: list[tuple[Completion, Response]]) -> None:
+        """Completions with their split responses, in one transaction (a local engine's batch
+        arrives at once; committing it at once loses nothing a kill would not have lost)."""
+        now = time.time()
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?)",
-                       (completion.key, completion.probe_key, completion.model, sql_text(completion.error),
-                        dumps_record(completion), time.time()))
-            db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?)",
-                       (response.completion_key, response.outcome.value, dumps_record(response)))
+            db.executemany("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?)",
+                           [(c.key, c.probe_key, c.model, sql_text(c.error), dumps_record(c), now) for c, _ in pairs])
+            db.executemany("INSERT OR REPLACE INTO responses VALUES (?,?,?)",
+                           [(r.completion_key, r.outcome.value, dumps_record(r)) for _, r in pairs])
 
     def completion(self, key: str) -> Completion | None:
         row = self.db.execute("SELECT body FROM completions WHERE key=?", (key,)).fetchone()

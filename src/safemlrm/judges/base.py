@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..hashing import content_hash
+from ..hashing import content_hash, hash_prefix
 from ..records import Channel, Label, Response
 
 
@@ -67,9 +67,14 @@ class Judge:
         return {}
 
     def cache_key(self, item: JudgeItem) -> str:
+        # A judge's identity and prompt are fixed once it is built (the run registers them at its
+        # start), so their share of the hash is computed once.
+        prefix = self.__dict__.get("_verdict_prefix")
+        if prefix is None:
+            prefix = self.__dict__["_verdict_prefix"] = hash_prefix("verdict", self.identity(), self.prompt_hash())
         extra = self.context(item)
-        return content_hash("verdict", self.identity(), self.prompt_hash(), item.channel.value, item.text,
-                            item.query, sorted(item.images), *([extra] if extra else []))
+        return content_hash(item.channel.value, item.text, item.query, sorted(item.images),
+                            *([extra] if extra else []), prefix=prefix)
 
     def close(self) -> None:
         """Release a model or connections the judge holds."""

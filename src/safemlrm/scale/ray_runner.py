@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..batching import chunks
 from ..errors import SafeMLRMError
 from ..models.base import Backend, ChatRequest
 from ..models.cards import ModelCard
@@ -156,14 +157,12 @@ def run_shard(payloads: list[dict[str, Any]], args: dict[str, Any]) -> Iterator[
 
 
 async def generate_over_ray(runner: "Runner", store: "Store", model: str, backend: Backend,
-                            keep: Callable[[Completion], None], engine: ThreadPoolExecutor) -> None:
-    """Generate `model`'s pending work on the cluster; `keep` stores each Completion in the driver."""
+                            keep: Callable[[list[Completion]], None], engine: ThreadPoolExecutor) -> None:
+    """Generate `model`'s pending work on the cluster; `keep` stores Completions in the driver."""
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(engine, connect, runner.ray_address)
     args = await loop.run_in_executor(engine, _plan, backend)
     card = runner.cards[model]
-    from ..runner import chunks
-
     for shard in chunks(runner.pending(store, model), SHARD):
         payloads = [{"payload": pickle.dumps(runner._request(store, card, pk, ck))} for pk, ck in shard]
         arrived: asyncio.Queue[Any] = asyncio.Queue()
@@ -177,6 +176,15 @@ async def generate_over_ray(runner: "Runner", store: "Store", model: str, backen
                 loop.call_soon_threadsafe(arrived.put_nowait, done)
 
         shipped = loop.run_in_executor(engine, work)
-        while (item := await arrived.get()) is not done:
-            keep(item)  # committed as it arrives: a killed run loses only what is still out
+        finished = False
+        while not finished:
+            # committed as they arrive (what has arrived together, in one transaction): a killed
+            # run loses only what is still out
+            items = [await arrived.get()]
+            while not arrived.empty():
+                items.append(arrived.get_nowait())
+            finished = items[-1] is done
+            completions = [c for c in items if c is not done]
+            if completions:
+                keep(completions)
         await shipped  # raises what the cluster raised
