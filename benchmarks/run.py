@@ -277,9 +277,7 @@ def bench_vllm(quick: bool) -> None:
         return
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    import torch
-    from tiny_models import _generation_config, _ids, build_tokenizer
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from tiny_models import build_vllm_lm
     from vllm import SamplingParams
 
     from safemlrm.config import parse_config
@@ -296,14 +294,7 @@ def bench_vllm(quick: bool) -> None:
     n, new_tokens = (1024, 32) if quick else (1024, 64)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        tok = build_tokenizer("qwen")
-        torch.manual_seed(0)
-        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256,
-                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                             max_position_embeddings=1024, **_ids(tok, "qwen")))
-        model.generation_config = _generation_config(tok, "qwen")
-        model.save_pretrained(tmp / "m")
-        tok.save_pretrained(tmp / "m")
+        build_vllm_lm(tmp / "m")
         cards = tmp / "cards.yaml"
         cards.write_text(f"- {{name: tiny, hub_id: '{tmp / 'm'}', think_format: none, modalities: [text]}}\n")
         opts = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True, "batch_size": n}

@@ -22,20 +22,9 @@ from safemlrm.runner import Runner  # noqa: E402
 @pytest.fixture(scope="module")
 def qwen2_dir(tmp_path_factory):
     """A random Qwen2 with head size 64 (vLLM's CPU attention has no kernel for the 16 of tiny_thinker)."""
-    import torch
-    from tiny_models import _generation_config, _ids, build_tokenizer
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from tiny_models import build_vllm_lm
 
-    path = tmp_path_factory.mktemp("qwen2-h64")
-    tok = build_tokenizer("qwen")
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256,
-                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=1024, **_ids(tok, "qwen")))
-    model.generation_config = _generation_config(tok, "qwen")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return build_vllm_lm(tmp_path_factory.mktemp("qwen2-h64"))
 
 
 @pytest.fixture(scope="module")

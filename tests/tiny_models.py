@@ -173,6 +173,23 @@ def build_text_lm(path, *, seed: int = 0, tags_special: bool = False) -> Path:
     return _save(path, model, tok, tok, "qwen")
 
 
+def build_vllm_lm(path) -> Path:
+    """A random Qwen2 with head size 64 (vLLM's CPU attention has no kernel for the 16 of the other
+    tiny models), the qwen tokenizer and its generation config."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path = Path(path)
+    tok = build_tokenizer("qwen")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=1024, **_ids(tok, "qwen")))
+    model.generation_config = _generation_config(tok, "qwen")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def png_bytes(color=(200, 30, 30), size=(64, 48)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="PNG")

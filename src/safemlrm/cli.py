@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -52,6 +52,11 @@ def _parse_params(pairs: list[str]) -> dict:
     return params
 
 
+def output_dir(out_dir: Optional[Path], cfg: Any) -> Path:
+    """Where a command writes: --out, else the config's `output`, else runs/<name>."""
+    return out_dir or Path(cfg.output or f"runs/{cfg.name}")
+
+
 @app.command()
 @user_errors
 def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
@@ -77,7 +82,7 @@ def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
         out.print(t)
         out.print(f"total probes: {sum(r['probes'] for r in rows)}")
         return
-    run_dir = out_dir or Path(cfg.output or f"runs/{cfg.name}")
+    run_dir = output_dir(out_dir, cfg)
     stats = Runner(cfg, run_dir, console=err, show_progress=not no_progress, ray_address=ray).run()
     out.print(f"run directory: {run_dir}")
     out.print(f"probes {stats.probes}, model calls {stats.model_calls} ({stats.errors} errors), "
@@ -340,7 +345,7 @@ def tis_build(config: Path = typer.Argument(..., help="Build config (YAML), e.g.
     from .tis.config import load_build_config
 
     cfg = load_build_config(config)
-    build_dir = out_dir or Path(cfg.output or f"runs/{cfg.name}")
+    build_dir = output_dir(out_dir, cfg)
     r = Builder(cfg, build_dir, console=err, show_progress=not no_progress).build().report
     removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items())
     out.print(f"items {r['items']}, candidates {r['candidates']}; removed: {removed}", highlight=False)
@@ -399,7 +404,7 @@ def tis_train(config: Path = typer.Argument(..., help="Training config (YAML), e
     from .tis.train import train
 
     cfg = load_train_config(config)
-    target = out_dir or Path(cfg.output or f"runs/{cfg.name}")
+    target = output_dir(out_dir, cfg)
     r = train(cfg, target, console=err, show_progress=not no_progress)
     losses = r["losses"]
     if losses:

@@ -136,12 +136,6 @@ class Store:
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO plan(model, probe_key, completion_key) VALUES (?,?,?)", rows)
 
-    def pending_completions(self, model: str) -> list[tuple[str, str]]:
-        """(probe_key, completion_key) of planned items with no completion, or a failed one (retried)."""
-        q = """SELECT p.probe_key, p.completion_key FROM plan p LEFT JOIN completions c ON c.key = p.completion_key
-               WHERE p.model = ? AND (c.key IS NULL OR c.error IS NOT NULL) ORDER BY p.rowid"""
-        return [(r[0], r[1]) for r in self.db.execute(q, (model,))]
-
     # --- completions and responses -----------------------------------------------------------
     def add_completion(self, completion: Completion, response: Response) -> None:
         self.add_completions([(completion, response)])
