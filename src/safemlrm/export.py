@@ -14,7 +14,6 @@ from .errors import SafeMLRMError
 from .safety import csv_cell, export_text, jsonl_escape
 from .store import Store
 
-
 FORMATS = ("jsonl", "csv", "parquet")
 
 

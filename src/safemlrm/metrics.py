@@ -65,6 +65,16 @@ def thresholds(scale: Scale | None, asr_threshold: float | None,
     return succ, harm
 
 
+def metric_settings(config: dict[str, Any], asr_threshold: float | None, harmful_threshold: float | None,
+                    confidence: float | None) -> tuple[float | None, float | None, float]:
+    """(ASR threshold, harmful threshold, confidence): each as given, else the run config's `metrics:`
+    setting, else its default (thresholds: None, the judge's scale decides; confidence 0.95)."""
+    m = config.get("metrics") or {}
+    return (asr_threshold if asr_threshold is not None else m.get("asr_threshold"),
+            harmful_threshold if harmful_threshold is not None else m.get("harmful_threshold"),
+            confidence if confidence is not None else m.get("confidence", 0.95))
+
+
 def tally(v: pd.DataFrame, succ_at: float, harm_at: float) -> Tally:
     judged = v[v["label"] != "unparseable"]
     return Tally(len(v), len(judged), int((judged["score"] >= succ_at).sum()),
@@ -86,7 +96,6 @@ def rate_table(verdicts: pd.DataFrame, planned: pd.DataFrame, scales: dict[str, 
     return rate_rows(tallies, planned_n, scales, asr_threshold, harmful_threshold, confidence)
 
 
-
 def rate_rows(tallies: dict[tuple, Tally], planned: dict[tuple, int], scales: dict[str, Scale],
               asr_threshold: float | None, harmful_threshold: float | None, confidence: float) -> pd.DataFrame:
     """The rate table from tallies keyed (judge, channel, model, dataset, attack, scenario) and planned
@@ -101,9 +110,7 @@ def rate_rows(tallies: dict[tuple, Tally], planned: dict[tuple, int], scales: di
     rows: list[dict[str, Any]] = []
     for (judge, channel, *group), per in by_group.items():
         succ_at, harm_at = thresholds(scales.get(judge), asr_threshold, harmful_threshold)
-        total = Tally(0, 0, 0, 0, 0)
-        for t in per.values():
-            total = total + t
+        total = sum(per.values(), Tally(0, 0, 0, 0, 0))
         names = dict(zip(GROUP, group))
         for scenario, t, n in [(ALL, total, planned_group.get(tuple(group), 0))] + [
                 (s, t, planned.get((*group, s), 0)) for s, t in per.items()]:

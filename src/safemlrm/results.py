@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from .judges.base import Scale
-from .metrics import outcome_table, rate_table
+from .judges.base import Scale, registered_scales
+from .metrics import metric_settings, outcome_table, rate_table
 from .store import Store
 
 
@@ -42,12 +42,8 @@ class RunResults:
 
     def rates(self, asr_threshold: float | None = None, harmful_threshold: float | None = None,
               confidence: float | None = None) -> pd.DataFrame:
-        m = self.config.get("metrics", {})
-        return rate_table(
-            self.verdicts, self.planned, self.scales,
-            asr_threshold if asr_threshold is not None else m.get("asr_threshold"),
-            harmful_threshold if harmful_threshold is not None else m.get("harmful_threshold"),
-            confidence if confidence is not None else m.get("confidence", 0.95))
+        return rate_table(self.verdicts, self.planned, self.scales,
+                          *metric_settings(self.config, asr_threshold, harmful_threshold, confidence))
 
 
 _COLUMNS = ["model", "dataset", "sample_id", "scenario", "attack", "probe_key", "completion_key", "outcome",
@@ -57,7 +53,7 @@ _COLUMNS = ["model", "dataset", "sample_id", "scenario", "attack", "probe_key", 
 def load_store(store: Store) -> RunResults:
     items = pd.DataFrame(list(store.rows()), columns=_COLUMNS)
     judges = store.get_meta("judges") or {}
-    scales = {label: Scale(**meta["scale"]) for label, meta in judges.items()}
+    scales = registered_scales(judges)
     models = {key[len("model:"):]: json.loads(value) for key, value in
               store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'model:%'")}
     sample_meta = {key: json.loads(meta) for key, meta in

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from .judges.base import Scale
-from .metrics import GROUP, Tally, rate_rows, thresholds
+from .judges.base import registered_scales
+from .metrics import GROUP, Tally, metric_settings, rate_rows, thresholds
 from .store import Store
 
 _FROM = "FROM plan pl JOIN probes pr ON pr.key = pl.probe_key"
@@ -28,7 +28,11 @@ class RunSummary:
     rates: pd.DataFrame  # as metrics.rate_table
     outcomes: pd.DataFrame  # as metrics.outcome_table
     errors: pd.DataFrame  # model, cause, count: failed planned items by the cause's first words
-    failed: int  # planned items whose response is an error
+
+    @property
+    def failed(self) -> int:
+        """Planned items whose response is an error."""
+        return int(self.errors["count"].sum())
 
 
 def error_cause(error: str | None) -> str:
@@ -40,11 +44,9 @@ def summarize(store: Store, asr_threshold: float | None = None, harmful_threshol
               confidence: float | None = None) -> RunSummary:
     """Thresholds and confidence left as None come from the run's `metrics:` settings."""
     config = store.get_meta("config") or {}
-    settings = config.get("metrics", {})
-    asr_threshold = asr_threshold if asr_threshold is not None else settings.get("asr_threshold")
-    harmful_threshold = harmful_threshold if harmful_threshold is not None else settings.get("harmful_threshold")
-    confidence = confidence if confidence is not None else settings.get("confidence", 0.95)
-    scales = {label: Scale(**meta["scale"]) for label, meta in (store.get_meta("judges") or {}).items()}
+    asr_threshold, harmful_threshold, confidence = metric_settings(config, asr_threshold, harmful_threshold,
+                                                                   confidence)
+    scales = registered_scales(store.get_meta("judges"))
     db = store.db
 
     planned = {tuple(r[:4]): r[4] for r in db.execute(
@@ -77,6 +79,5 @@ def summarize(store: Store, asr_threshold: float | None = None, harmful_threshol
             LEFT JOIN completions c ON c.key = pl.completion_key WHERE r.outcome = 'error'"""):
         causes[(model, error_cause(error))] += 1
     errors = pd.DataFrame([(m, c, n) for (m, c), n in sorted(causes.items())], columns=["model", "cause", "count"])
-    return RunSummary(run_dir=store.run_dir, config=config, rates=rates, outcomes=outcomes, errors=errors,
-                      failed=int(errors["count"].sum()))
+    return RunSummary(run_dir=store.run_dir, config=config, rates=rates, outcomes=outcomes, errors=errors)
 

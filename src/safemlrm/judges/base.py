@@ -22,6 +22,11 @@ class Scale:
     meaning: str = ""
 
 
+def registered_scales(judges_meta: dict[str, Any] | None) -> dict[str, Scale]:
+    """Each judge's scale from a run's `judges` meta (as the runner registers it)."""
+    return {label: Scale(**meta["scale"]) for label, meta in (judges_meta or {}).items()}
+
+
 @dataclass(frozen=True)
 class JudgeItem:
     channel: Channel

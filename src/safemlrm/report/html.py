@@ -40,11 +40,12 @@ from markupsafe import Markup
 
 from .. import __version__
 from ..errors import SafeMLRMError
+from ..metrics import metric_settings
 from ..results import RunResults, load_store
 from ..safety import csv_cell, escape_surrogates, export_text, visible
 from ..store import Store
-from . import charts
 from ..summary import summarize
+from . import charts
 from .markdown import _ci, _pct, headline, md_table, render_summary
 
 CHANNELS = ("full", "answer", "reasoning")
@@ -625,10 +626,9 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
                             f"{', '.join(judges) or 'none'}")
     primary = opts.judge or (judges[0] if judges else None)
     ordered = ([primary] if primary else []) + [j for j in judges if j != primary]
-    m = runs[0].res.config.get("metrics") or {}
-    asr_at = m.get("asr_threshold")
+    asr_at, harmful_at, confidence = metric_settings(runs[0].res.config, None, None, None)
 
-    rates = analysis.rates(results, asr_at, m.get("harmful_threshold"), m.get("confidence", 0.95))
+    rates = analysis.rates(results, asr_at, harmful_at, confidence)
     outcomes = _concat(r.res.outcomes().assign(run=r.label) for r in runs)
     if not outcomes.empty:  # runs have different outcome columns: a count missing in a run is 0
         keys = ["run", "model", "dataset", "attack"]

@@ -27,7 +27,7 @@ from rich.console import Console
 from ..config import ModelSpec, RunConfig
 from ..errors import ConfigError
 from ..fsutil import write_atomic
-from ..metrics import wilson
+from ..metrics import metric_settings, wilson
 from ..results import RunResults, load_run
 
 # Items that ask for something a model should help with: refusing them is over-refusal.
@@ -116,8 +116,7 @@ def compare_results(before: RunResults, after: RunResults, *, judge: str | None 
         judge = common[0]
     elif judge not in common:
         raise ConfigError(f"judge {judge!r} is not in both runs; common judges: {', '.join(common) or 'none'}")
-    m = before.config.get("metrics", {}) or {}
-    threshold = m.get("asr_threshold")
+    threshold = metric_settings(before.config, None, None, None)[0]
     threshold = threshold if threshold is not None else before.scales[judge].success_at
     rules = allowed_rules(tuple(allowed))
     (vb, pb), (va, pa) = _verdicts(b, judge, channel, rules), _verdicts(a, judge, channel, rules)
