@@ -20,13 +20,17 @@ import pytest  # noqa: E402
 _CACHE = Path(__file__).resolve().parent.parent / ".tiny-models"
 
 
-def _tiny(tmp_path_factory, name: str, build) -> Path:
+def _tiny(tmp_path_factory, name: str, build, module: str = "tiny_models") -> Path:
+    """`module`: the test module whose source keys the cache (a builder in its own module does not
+    invalidate the models of tiny_models.py, and the other way round)."""
     if os.environ.get("SAFEMLRM_TINY_CACHE", "1") == "0":
         return build(tmp_path_factory.mktemp(name))
-    import tiny_models
+    import importlib
+
     import transformers
 
-    key = hashlib.sha256(Path(tiny_models.__file__).read_bytes() + transformers.__version__.encode()).hexdigest()
+    source = Path(importlib.import_module(module).__file__).read_bytes()
+    key = hashlib.sha256(source + transformers.__version__.encode()).hexdigest()
     final = _CACHE / f"{name}-{key[:12]}"
     if not final.exists():
         tmp = _CACHE / f".{final.name}.{os.getpid()}"
