@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
+
+from .cli_output import render_table
 
 FORMATS = ("table", "csv", "json")
 
@@ -39,16 +40,7 @@ def _num(x: Any, digits: int = 2) -> str:
 
 
 def _table(console: Console, title: str, columns: list[str], rows: list[list[Any]], note: str = "") -> None:
-    t = Table(title=title or None, title_justify="left")
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*(Text(str(v)) for v in r))
-    if not rows:
-        t.add_row(*(Text("-") for _ in columns))
-    console.print(t)
-    if note:
-        console.print(Text(note, style="dim"))
+    render_table(console, title, columns, rows, note)
 
 
 def print_tables(console: Console, out: dict[str, Any], channel: str) -> None:
@@ -171,6 +163,8 @@ def write_csv(out: dict[str, Any], folder: Path) -> list[Path]:
     paths = []
     for name, df in out.items():
         if isinstance(df, pd.DataFrame):
+            if df.columns.empty:  # nothing of this kind in these runs: no header to write, so no file
+                continue
             p = folder / f"{name}.csv"
             df.to_csv(p, index=False)
             paths.append(p)

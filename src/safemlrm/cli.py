@@ -1,7 +1,6 @@
 """The `safemlrm` command."""
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -11,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import registry
+from .cli_errors import guarded, watch
+from .cli_output import check_format, emit, emit_sections, render_table
 from .errors import SafeMLRMError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -26,18 +27,31 @@ out = Console(markup=False)  # paths, names and messages printed here are data: 
 err = Console(stderr=True)
 
 
-def user_errors(fn):
-    """User mistakes print one clear message and exit 2, without a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SafeMLRMError as e:
-            from .safety import printable  # a message may quote data: shown, never obeyed as markup
+# User mistakes, unwritable paths and interrupts print one clear message, without a traceback
+# (safemlrm.cli_errors: exit 2, or 130/143 for SIGINT/SIGTERM).
+user_errors = guarded
 
-            err.print(f"[bold red]error:[/] {printable(str(e))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
-    return wrapper
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"safemlrm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Safety audits of multimodal large reasoning models."""
+
+
+def quiet(no_progress: bool) -> None:
+    """--no-progress: no bars of ours, nor the loading bars of transformers and huggingface_hub."""
+    if no_progress:
+        from .progress import quiet_libraries
+
+        quiet_libraries()
 
 
 def _parse_params(pairs: list[str]) -> dict:
@@ -71,18 +85,16 @@ def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
     from .config import load_config
     from .runner import Runner, dry_run as do_dry_run
 
+    quiet(no_progress)
     cfg = load_config(config)
     if dry_run:
         rows = do_dry_run(cfg)
-        t = Table(title=f"dry run: {cfg.name}")
-        for col in ("model", "dataset", "attack", "probes", "missing"):
-            t.add_column(col)
-        for r in rows:
-            t.add_row(r["model"], r["dataset"], r["attack"], str(r["probes"]), r["missing"] or "-")
-        out.print(t)
+        render_table(out, f"dry run: {cfg.name}", ["model", "dataset", "attack", "probes", "missing"],
+                     [[r["model"], r["dataset"], r["attack"], r["probes"], r["missing"] or "-"] for r in rows])
         out.print(f"total probes: {sum(r['probes'] for r in rows)}")
         return
     run_dir = output_dir(out_dir, cfg)
+    watch(run_dir)  # an interrupt reports what this run has stored
     stats = Runner(cfg, run_dir, console=err, show_progress=not no_progress, ray_address=ray).run()
     out.print(f"run directory: {run_dir}")
     out.print(f"probes {stats.probes}, model calls {stats.model_calls} ({stats.errors} errors), "
@@ -98,17 +110,19 @@ def serve_hint(config: Path = typer.Argument(..., help="Run config (YAML)."),
     import yaml
 
     from .config import load_config
-    from .models.vllm import serve_hint as hint
+    from .models.vllm import configured_port, serve_hint as hint
     from .runner import catalog_for
 
     cfg = load_config(config)
     catalog = catalog_for(cfg)
     for i, m in enumerate(cfg.models):
         card = catalog.get(m.card)
-        command, entry = hint(card, m.options, port + i, seed=m.generation.seed)
+        command, entry = hint(card, m.options, configured_port(m.options) or port + i)
         if m.alias:
             entry["alias"] = m.alias
-        entry["generation"] = m.generation.model_dump(mode="json", exclude_none=True)
+        generation = m.generation.model_dump(mode="json", exclude_unset=True)  # as configured, nothing added
+        if generation:
+            entry["generation"] = generation
         out.print(f"# {m.name}", markup=False, highlight=False)
         out.print(command, markup=False, highlight=False, soft_wrap=True)
         out.print(yaml.safe_dump({"models": [entry]}, sort_keys=False).rstrip(), markup=False, highlight=False)
@@ -119,21 +133,15 @@ def serve_hint(config: Path = typer.Argument(..., help="Run config (YAML)."),
 
 @app.command()
 @user_errors
-def status(run_dir: Path = typer.Argument(..., help="A run directory.")):
-    """Progress of a run, stage by stage."""
-    from .store import Store
+def status(run_dir: Path = typer.Argument(..., help="A run directory."),
+           fmt: str = typer.Option("table", "--format", help="table, json or csv.")):
+    """Progress of a run, stage by stage, and whether it is running now."""
+    from .run_status import run_status
 
-    with Store(run_dir, readonly=True) as store:
-        c = store.counts()
-    t = Table(title=f"status: {run_dir}")
-    for col in ("stage", "what", "done", "of", "errors"):
-        t.add_column(col)
-    t.add_row("probes", "built", str(c["probes"]), str(c["probes"]), "")
-    for model, m in c["models"].items():
-        t.add_row("generate", model, str(m["completed"]), str(m["planned"]), str(m["errors"]))
-    for judge, n in c["verdicts"].items():
-        t.add_row("judge", judge, str(n), "", "")
-    out.print(t)
+    check_format(fmt)
+    st = run_status(run_dir)
+    emit(out, fmt, f"status: {run_dir} ({st.state})", ["stage", "what", "done", "of", "errors"], st.rows,
+         note=st.note)
 
 
 @app.command()
@@ -177,6 +185,7 @@ def judge(run_dir: Path = typer.Argument(..., help="A finished run directory."),
           alias: Optional[str] = typer.Option(None, "--as", help="The name verdicts are filed under."),
           no_progress: bool = typer.Option(False, "--no-progress")):
     """Re-judge a run's stored responses with another judge: no new model generations."""
+    quiet(no_progress)
     from .config import JudgeSpec, parse_config
     from .report.markdown import write_summary
     from .runner import Runner, build_judge
@@ -191,6 +200,7 @@ def judge(run_dir: Path = typer.Argument(..., help="A finished run directory."),
             raise SafeMLRMError(f"{run_dir} has no run config stored; is it a safemlrm run directory?")
         cfg = parse_config(cfg_data, f"{run_dir}/store.sqlite")
         runner = Runner(cfg, run_dir, console=err, show_progress=not no_progress)
+        watch(run_dir, "verdicts")
         runner.judge(store, {spec.label: j})
         write_summary(store)
     out.print(f"verdicts {runner.stats.verdicts} new + {runner.stats.verdicts_cached} from cache "
@@ -232,57 +242,59 @@ def analyze(run_dirs: list[Path] = typer.Argument(..., help="One or more run dir
             out.print(f"wrote {path}")
 
 
-def _list(kind: str) -> None:
-    t = Table(title=f"{kind}s")
-    t.add_column("name")
-    t.add_column("about")
-    for name, obj in registry.items(kind):
-        doc = (obj.__doc__ or "").strip().splitlines()
-        t.add_row(name, doc[0] if doc else "")
-    out.print(t)
+_FORMAT = typer.Option("table", "--format", help="table, json or csv.")
+
+
+def _list(kind: str, fmt: str) -> None:
+    check_format(fmt)
+    registry.load_plugins()
+    emit(out, fmt, f"{kind}s", ["name", "about"], [[name, registry.about(obj)] for name, obj in registry.items(kind)])
 
 
 @list_app.command("models")
 @user_errors
-def list_models(cards: Optional[Path] = typer.Option(None, "--cards", help="Extra model-card YAML file.")):
+def list_models(cards: Optional[Path] = typer.Option(None, "--cards", help="Extra model-card YAML file."),
+                fmt: str = _FORMAT):
     """Known model cards, with their base -> reasoning pairs."""
     from .models.cards import CardCatalog
 
+    check_format(fmt)
     cat = CardCatalog.builtin()
     if cards:
         cat.extend_from(cards)
-    t = Table(title="models")
-    for col in ("name", "hub id", "base model", "prompt", "think format"):
-        t.add_column(col)
-    for c in cat:
-        t.add_row(c.name, c.hub_id, c.base or "-", c.prompt_style, c.think_format)
-    out.print(t)
-    pairs = Table(title="base -> reasoning pairs")
-    pairs.add_column("base")
-    pairs.add_column("reasoning model")
-    for base, reasoning in cat.pairs():
-        pairs.add_row(base.name, reasoning.name)
-    out.print(pairs)
+    emit_sections(out, fmt, [
+        ("models", "models", ["name", "hub id", "base model", "prompt", "think format"],
+         [[c.name, c.hub_id, c.base or "-", c.prompt_style, c.think_format] for c in cat]),
+        ("pairs", "base -> reasoning pairs", ["base", "reasoning model"],
+         [[base.name, reasoning.name] for base, reasoning in cat.pairs()])])
 
 
 @list_app.command("datasets")
-def list_datasets():
-    _list("dataset")
+@user_errors
+def list_datasets(fmt: str = _FORMAT):
+    """Registered datasets."""
+    _list("dataset", fmt)
 
 
 @list_app.command("attacks")
-def list_attacks():
-    _list("attack")
+@user_errors
+def list_attacks(fmt: str = _FORMAT):
+    """Registered attacks."""
+    _list("attack", fmt)
 
 
 @list_app.command("judges")
-def list_judges():
-    _list("judge")
+@user_errors
+def list_judges(fmt: str = _FORMAT):
+    """Registered judges."""
+    _list("judge", fmt)
 
 
 @list_app.command("backends")
-def list_backends():
-    _list("backend")
+@user_errors
+def list_backends(fmt: str = _FORMAT):
+    """Registered model backends."""
+    _list("backend", fmt)
 
 
 @render_app.command("figstep")
@@ -344,6 +356,7 @@ def tis_build(config: Path = typer.Argument(..., help="Build config (YAML), e.g.
     from .tis.build import Builder
     from .tis.config import load_build_config
 
+    quiet(no_progress)
     cfg = load_build_config(config)
     build_dir = output_dir(out_dir, cfg)
     r = Builder(cfg, build_dir, console=err, show_progress=not no_progress).build().report
@@ -403,6 +416,7 @@ def tis_train(config: Path = typer.Argument(..., help="Training config (YAML), e
     from .tis.config import load_train_config
     from .tis.train import train
 
+    quiet(no_progress)
     cfg = load_train_config(config)
     target = output_dir(out_dir, cfg)
     r = train(cfg, target, console=err, show_progress=not no_progress)
@@ -433,6 +447,7 @@ def tis_compare(before: str = typer.Argument(..., help="A run directory, a model
     from .config import load_config
     from .tis.compare import compare, markdown, write_comparison
 
+    quiet(no_progress)
     if channel not in ("reasoning", "answer", "full"):
         raise SafeMLRMError(f"--channel must be reasoning, answer or full, not {channel!r}")
     cfg = load_config(config) if config else None
@@ -456,7 +471,9 @@ def optional_values(argv: list[str]) -> list[str]:
 
 
 def main() -> None:  # pragma: no cover
-    app(args=optional_values(sys.argv[1:]), prog_name="safemlrm")
+    from .cli_errors import run_main
+
+    run_main(app, optional_values(sys.argv[1:]))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,9 +12,9 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import yamlio
 from .errors import ConfigError, did_you_mean
 from .hashing import content_hash
 from .records import GenerationSettings
@@ -225,12 +225,7 @@ def read_yaml(path: str | Path) -> tuple[Path, Any]:
         raise ConfigError(f"config file not found: {p}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text ({e})") from None
-    try:
-        return p, yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return p, yamlio.loads(text, str(p))
 
 
 def load_config(path: str | Path) -> RunConfig:

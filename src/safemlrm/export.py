@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import suppress
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pandas as pd
 
 from .batching import chunks
 from .errors import SafeMLRMError
+from .fsutil import write_errors
 from .safety import csv_cell, export_text, jsonl_escape
 from .store import Store
 
@@ -25,24 +27,54 @@ def map_cells(df: pd.DataFrame, fn) -> pd.DataFrame:
 
 
 COLUMNS = ["model", "dataset", "sample_id", "scenario", "attack", "probe_key", "completion_key", "outcome",
-           "error", "channel", "judge", "score", "label", "by_prefilter", "rationale", "text", "judge_query"]
+           "error", "channel", "judge", "score", "label", "by_prefilter", "rationale", "text", "judge_query",
+           # what was sent and how the model stopped: messages as JSON, images by sha256 (RUN/blobs/)
+           "attack_params", "messages", "finish_reason", "prompt_tokens", "completion_tokens"]
 CHUNK = 2_000  # rows per Parquet row group: memory stays flat however large the run
 
 
 def export_rows(store: Store) -> Iterator[dict[str, Any]]:
     """One dict per (planned item, channel, judge), in plan order, with the channel's text and the
     judge query; read as it is written, so nothing holds the whole run."""
-    probe_key = ckey = None
-    probe = response = None
+    probe_key = ckey = sent_for = None
+    probe = response = completion = sent = None
+    cards = _cards(store)
     for row in store.rows():  # rows of one plan item come together
         if row["probe_key"] != probe_key:
-            probe_key, probe = row["probe_key"], store.probe(row["probe_key"])
+            probe_key, probe, sent_for = row["probe_key"], store.probe(row["probe_key"]), None
         if row["completion_key"] != ckey:
             ckey, response = row["completion_key"], store.response(row["completion_key"])
+            completion = store.completion(ckey)
+        if sent_for != (probe_key, row["model"]):
+            sent_for, sent = (probe_key, row["model"]), _sent(probe, cards.get(row["model"]))
         channel = row["channel"]
         row["text"] = response.channel(channel) if response is not None and channel is not None else None
         row["judge_query"] = probe.judge_query
+        row["attack_params"] = json.dumps(probe.attack_params, ensure_ascii=False, sort_keys=True)
+        row["messages"] = sent
+        for field in ("finish_reason", "prompt_tokens", "completion_tokens"):
+            row[field] = getattr(completion, field) if completion is not None else None
         yield row
+
+
+def _cards(store: Store) -> dict[str, Any]:
+    """Each model's card as stored at run time: the prompt convention that shaped what it was sent."""
+    from .models.cards import ModelCard
+
+    cards = {}
+    for (model,) in store.db.execute("SELECT DISTINCT model FROM plan"):
+        meta = store.get_meta(f"model:{model}")
+        if meta and "card" in meta:
+            cards[model] = ModelCard.model_validate(meta["card"])
+    return cards
+
+
+def _sent(probe, card) -> str:
+    """The messages as the model received them (the card's prompt convention applied), as JSON."""
+    from .models.base import apply_prompt_convention
+
+    messages = apply_prompt_convention(card, probe.messages) if card is not None else probe.messages
+    return json.dumps([m.model_dump(mode="json") for m in messages], ensure_ascii=False)
 
 
 def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) -> Path:
@@ -54,10 +86,12 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) 
     tmp = path.with_name(f".{path.name}.partial")
     with Store(run_dir, readonly=True) as store:
         try:
-            write(export_rows(store), tmp)
-            tmp.replace(path)  # a failed export leaves no half file under the real name
+            with write_errors(path):  # named by the user's path, not the hidden temporary
+                write(export_rows(store), tmp)
+                tmp.replace(path)  # a failed export leaves no half file under the real name
         finally:
-            tmp.unlink(missing_ok=True)
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return path
 
 
@@ -84,7 +118,8 @@ def _parquet(rows: Iterable[dict[str, Any]], path: Path) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         raise SafeMLRMError("parquet export needs pyarrow: pip install 'safemlrm[parquet]'") from None
-    types = {"score": pa.float64(), "by_prefilter": pa.bool_()}
+    types = {"score": pa.float64(), "by_prefilter": pa.bool_(), "prompt_tokens": pa.int64(),
+             "completion_tokens": pa.int64()}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
     with pq.ParquetWriter(path, schema) as writer:
         for chunk in chunks(rows, CHUNK):

@@ -19,3 +19,22 @@ def make_progress(console: Console | None = None, enabled: bool = True) -> Progr
         RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=console, disable=not enabled, transient=False,
     )
+
+
+def quiet_libraries() -> None:
+    """No progress bars from the libraries either (transformers' weight loading and GGUF conversion,
+    huggingface_hub downloads, any tqdm): for `--no-progress`. Set before they are imported; a
+    transformers already imported is told directly."""
+    import os
+    import sys
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()

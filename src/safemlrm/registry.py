@@ -100,3 +100,17 @@ def names(kind: str) -> list[str]:
 def items(kind: str) -> list[tuple[str, Any]]:
     load_plugins()
     return sorted(_plugins[kind].items())
+
+
+def about(obj: Any) -> str:
+    """One line on what a registered object is: its own docstring's first line, else its module's."""
+    import sys
+
+    for doc in (obj.__doc__, getattr(sys.modules.get(obj.__module__), "__doc__", None)):
+        paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+        if paragraph:
+            import re
+
+            end = re.search(r"\.\s+(?=[A-Z`])", paragraph)  # the first sentence
+            return paragraph[:end.start() + 1] if end else paragraph
+    return ""

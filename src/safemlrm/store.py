@@ -18,6 +18,7 @@ from typing import Any
 
 from .blobs import BlobStore
 from .errors import RunLocked, SafeMLRMError
+from .fsutil import write_errors
 from .records import Channel, Completion, Probe, Response, Verdict
 from .safety import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
 
@@ -54,24 +55,27 @@ class Store:
             if not self.path.exists():
                 raise SafeMLRMError(f"{self.run_dir} is not a safemlrm run directory (no store.sqlite)")
         else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with write_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
         if lock and not readonly:
-            self._acquire_lock()
+            with write_errors(self.run_dir / ".lock"):
+                self._acquire_lock()
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-        self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
-        self.db.row_factory = sqlite3.Row
-        if not readonly:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            if self.get_meta("schema_version") is None:
-                self.set_meta("schema_version", SCHEMA_VERSION)
+        with write_errors(self.path):
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA)
+                if self.get_meta("schema_version") is None:
+                    self.set_meta("schema_version", SCHEMA_VERSION)
         self.blobs = BlobStore(self.run_dir / "blobs")
 
     # --- locking ---------------------------------------------------------------------------
     def _acquire_lock(self) -> None:
-        fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,13 +101,15 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with write_errors(self.path):  # a full disk or a read-only folder: named, the store intact
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # --- meta ------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
@@ -111,6 +117,10 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:
+        with write_errors(self.path):
+            self._set_meta(key, value)
+
+    def _set_meta(self, key: str, value: Any) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # --- probes and plan -------------------------------------------------------------------

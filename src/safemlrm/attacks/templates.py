@@ -92,9 +92,11 @@ def load_template_file(path: str | Path) -> dict[str, str]:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            from .. import yamlio
 
-            data = yaml.safe_load(text)
+            data = yamlio.loads(text, str(p))
+    except ConfigError:
+        raise
     except Exception as e:
         raise ConfigError(f"template file {p}: not valid {p.suffix.lstrip('.').upper() or 'YAML'} ({e})") from None
     out: dict[str, str] = {}

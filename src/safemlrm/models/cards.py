@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from .. import yamlio
 from ..errors import ConfigError, UnknownName, did_you_mean
 from ..records import Modality
 
@@ -83,11 +83,10 @@ def _parse_cards(data: object, source: str) -> list[ModelCard]:
 def load_card_file(path: str | Path) -> list[ModelCard]:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"card file not found: {p}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    data = yamlio.loads(text, str(p))
     return _parse_cards(data, str(p))
 
 
@@ -102,7 +101,7 @@ class CardCatalog:
         cat = cls()
         for entry in sorted(resources.files("safemlrm.cards").iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".yaml"):
-                for card in _parse_cards(yaml.safe_load(entry.read_text(encoding="utf-8")), entry.name):
+                for card in _parse_cards(yamlio.loads(entry.read_text(encoding="utf-8"), entry.name), entry.name):
                     cat.add(card)
         return cat
 

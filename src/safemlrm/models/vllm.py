@@ -258,12 +258,35 @@ class VLLMBackend(Backend):
                 pass
 
 
-def serve_hint(card, options: dict[str, Any], port: int = 8000, seed: int = 0) -> tuple[str, dict[str, Any]]:
+def servable(ref: str) -> str:
+    """What `vllm serve` can open for a card's reference: pkg:// resolved to its file or folder."""
+    if not ref.startswith("pkg://"):
+        return ref
+    from .hf import resolve_source
+
+    src = resolve_source(ref)
+    return str(Path(src.location) / src.gguf_file) if src.gguf_file else src.location
+
+
+def configured_port(options: dict[str, Any]) -> int | None:
+    """The port a model entry already names (`port`, or the one in `base_url`), if any."""
+    from urllib.parse import urlsplit
+
+    if isinstance(options.get("port"), int):
+        return options["port"]
+    try:
+        return urlsplit(str(options.get("base_url", ""))).port
+    except ValueError:
+        return None
+
+
+def serve_hint(card, options: dict[str, Any], port: int = 8000) -> tuple[str, dict[str, Any]]:
     """The `vllm serve` command for a model, and the `backend: openai` model entry that reaches it."""
     opts = check_options(card.name, {k: v for k, v in options.items() if k in _KNOWN})
-    model = opts.get("path") or card.hub_id
-    cmd = ["vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port),
-           "--served-model-name", card.name, "--seed", str(opts.get("seed", seed))]
+    model = servable(opts.get("path") or card.hub_id)
+    cmd = ["vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port), "--served-model-name", card.name]
+    if "seed" in opts:  # only a seed the config set: an added one would make a different run
+        cmd += ["--seed", str(opts["seed"])]
     if card.revision and not Path(model).is_dir():
         cmd += ["--revision", card.revision]
     for key in ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "dtype", "max_num_seqs"):

@@ -1,0 +1,67 @@
+"""`safemlrm status`: a run's progress per stage, whether a process is working on it now, and the
+judges' totals (verdicts stored of the channels there are to judge)."""
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .store import Store
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str  # "in progress (pid N)", "stopped", or "finished"
+    rows: list[list[Any]]  # stage, what, done, of, errors (failed calls; for judges, unparseable verdicts)
+    note: str
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of the process holding the run's lock, or None when no process holds it."""
+    path = run_dir / ".lock"
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a run holds it exclusively
+        except BlockingIOError:
+            text = path.read_text().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    run_dir = Path(run_dir)
+    with Store(run_dir, readonly=True) as store:
+        c = store.counts()
+        # what a judge has to read: every non-empty channel of every answered completion
+        to_judge = store.db.execute("""
+            SELECT COALESCE(SUM((COALESCE(json_extract(r.body, '$.reasoning'), '') != '')
+                              + (COALESCE(json_extract(r.body, '$.answer'), '') != '')
+                              + (COALESCE(json_extract(r.body, '$.full'), '') != '')), 0)
+            FROM responses r JOIN completions c ON c.key = r.completion_key
+            WHERE c.error IS NULL AND r.completion_key IN (SELECT completion_key FROM plan)""").fetchone()[0]
+        judges = list((store.get_meta("judges") or {}))
+        unparseable = dict(store.db.execute(
+            "SELECT judge, COUNT(*) FROM verdicts WHERE label = 'unparseable' GROUP BY judge").fetchall())
+    rows: list[list[Any]] = [["probes", "built", c["probes"], c["probes"], 0]]
+    for model, m in c["models"].items():
+        rows.append(["generate", model, m["completed"], m["planned"], m["errors"]])
+    for judge in dict.fromkeys([*judges, *c["verdicts"]]):
+        rows.append(["judge", judge, c["verdicts"].get(judge, 0), to_judge, unparseable.get(judge, 0)])
+    pid = lock_holder(run_dir)
+    complete = all(r[2] >= r[3] for r in rows)
+    if pid is not None:
+        state = f"in progress (pid {pid})" if pid > 0 else "in progress"
+        note = "a safemlrm process is working on this run now"
+    elif complete:
+        state, note = "finished", "every planned item is generated and judged"
+    else:
+        state, note = "stopped", "no process is working on it; run the same command to resume"
+    return RunStatus(state=state, rows=rows, note=note)
