@@ -28,6 +28,7 @@ from . import __version__, registry
 from .attacks.base import Attack, AttackContext
 from .batching import chunks
 from .concurrency import AdaptiveLimiter, LimitSettings, attach
+from .config_keys import at_key
 from .config import RunConfig
 from .datasets.base import Dataset, select
 from .errors import ConfigError, ModalityMismatch, SafeMLRMError
@@ -131,6 +132,14 @@ async def _close_backend(backend: Backend) -> None:
         backend.close()
 
 
+@dataclass(frozen=True)
+class StoredBackend:
+    """What a resume needs of a backend without building it: its name and what it accepts, as stored."""
+
+    registered_name: str
+    accepts: frozenset[Modality]
+
+
 class Runner:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, console: Console | None = None,
                  show_progress: bool = True, ray_address: str | None = None):
@@ -147,14 +156,22 @@ class Runner:
     # --- the whole run ---------------------------------------------------------------------------
     def run(self) -> RunStats:
         registry.load_plugins()
-        judges = {j.label: build_judge(j) for j in self.cfg.judges}
+        src = self.cfg.source
+        judges = {}
+        for i, j in enumerate(self.cfg.judges):
+            with at_key(src, f"judges.{i}.params"):
+                judges[j.label] = build_judge(j)
         try:
             with Store(self.run_dir) as store:
-                self._check_identity(store)
-                backends = {m.name: build_backend(m, self.cards[m.name]) for m in self.cfg.models}
-                for name, backend in backends.items():
-                    if backend.mode == "async":
-                        target_limits(name, backend)  # bad limits stop the run before anything is built
+                resumed = self._check_identity(store)
+                if resumed and self._finish_from_store(store, judges):
+                    return self.stats  # nothing to generate: no tokenizer, no weights, no backend at all
+                backends = {}
+                for i, m in enumerate(self.cfg.models):
+                    with at_key(src, f"models.{i}.options"):
+                        backends[m.name] = backend = build_backend(m, self.cards[m.name])
+                        if backend.mode == "async":
+                            target_limits(m.name, backend)  # bad limits stop the run before anything is built
                 self.make_probes(store, backends)
                 self._register_judges(store, judges)
                 asyncio.run(self._pipeline(store, backends, judges))
@@ -165,7 +182,26 @@ class Runner:
                 judge.close()
         return self.stats
 
-    def _check_identity(self, store: Store) -> None:
+    def _finish_from_store(self, store: Store, judges: dict[str, Judge]) -> bool:
+        """A resume with nothing left to generate: probes and plan rebuilt with the model identities
+        stored at the first run (the cheap part), then judges and summary. False (nothing done but
+        the plan) when generation is pending: the caller then builds the backends as usual."""
+        stored = {m.name: store.get_meta(f"model:{m.name}") or {} for m in self.cfg.models}
+        if not all("identity" in meta and "accepts" in meta for meta in stored.values()):
+            return False  # a store from before these were kept
+        facts = {name: StoredBackend(meta["backend"], frozenset(Modality(x) for x in meta["accepts"]))
+                 for name, meta in stored.items()}
+        self.make_probes(store, facts, identities={name: meta["identity"] for name, meta in stored.items()})
+        if any(self.count_pending(store, m.name) for m in self.cfg.models):
+            return False
+        self._register_judges(store, judges)
+        asyncio.run(self._pipeline(store, {}, judges))
+        from .report.markdown import write_summary
+        write_summary(store)
+        return True
+
+    def _check_identity(self, store: Store) -> bool:
+        """True when this is a resume of a run made by this config."""
         have = store.get_meta("identity_hash")
         want = self.cfg.identity_hash()
         if have is not None and have != want and store.db.execute("SELECT 1 FROM completions LIMIT 1").fetchone() is None:
@@ -190,9 +226,11 @@ class Runner:
             store.set_meta("created", dt.datetime.now(dt.timezone.utc).isoformat())
         store.set_meta("config", self.cfg.echo())
         store.set_meta("environment", environment())
+        return have is not None
 
     # --- probes and plan -------------------------------------------------------------------------
-    def make_probes(self, store: Store, backends: dict[str, Backend]) -> int:
+    def make_probes(self, store: Store, backends: dict[str, Any],
+                    identities: dict[str, dict[str, Any]] | None = None) -> int:
         """Build, store and plan every probe, PROBE_CHUNK samples at a time; returns the count.
 
         Each dataset is read once, every attack applied to each chunk. Nothing is kept: probes go to
@@ -201,22 +239,31 @@ class Runner:
         """
         cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.run_dir / "cache"
         ctx = AttackContext(blobs=store.blobs, cache_dir=cache)
-        identities = {}
+        if identities is None:  # computed now (a tokenizer's template for hf), kept for the next resume
+            identities = {}
+            for spec in self.cfg.models:
+                backend = backends[spec.name]
+                identity = backend.identity()
+                store.set_meta(f"model:{spec.name}", {"card": self.cards[spec.name].model_dump(mode="json"),
+                                                      "identity": identity, "backend": backend.registered_name,
+                                                      "accepts": sorted(m.value for m in backend.accepts)})
+                identities[spec.name] = identity
         for spec in self.cfg.models:
-            identity = backends[spec.name].identity()
-            store.set_meta(f"model:{spec.name}", {"card": self.cards[spec.name].model_dump(mode="json"),
-                                                  "identity": identity})
-            identities[spec.name] = identity
             self.stats.planned[spec.name] = 0
-        attacks = [(aspec.name, build_attack(aspec)) for aspec in self.cfg.attacks]
+        attacks = []
+        for i, aspec in enumerate(self.cfg.attacks):
+            with at_key(self.cfg.source, f"attacks.{i}.params"):
+                attacks.append((f"attacks.{i}", aspec.name, build_attack(aspec)))
         n = 0
         with make_progress(self.console, self.show_progress) as bar:
-            for dspec in self.cfg.datasets:
-                ds = build_dataset(dspec)
+            for di, dspec in enumerate(self.cfg.datasets):
+                with at_key(self.cfg.source, f"datasets.{di}.options"):
+                    ds = build_dataset(dspec)
                 task = bar.add_task(f"probes {dspec.name}", total=None)
                 for batch in chunks(select(ds, dspec.scenarios, dspec.limit, dspec.seed), PROBE_CHUNK):
-                    for attack_name, attack in attacks:
-                        probes = [attack.build(s, ctx) for s in batch]
+                    for attack_key, attack_name, attack in attacks:
+                        with at_key(self.cfg.source, attack_key):
+                            probes = [attack.build(s, ctx) for s in batch]
                         mods = frozenset().union(*(p.modalities for p in probes))
                         self.check_modalities(dspec.name, attack_name, mods, backends)
                         keys = store.add_probes(probes)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..blobs import BlobStore
-from ..errors import DataError
+from ..errors import DataError, did_you_mean
 from ..records import Modality, Probe, Sample
 
 
@@ -38,5 +38,6 @@ class Attack:
         except KeyError:
             raise DataError(
                 f"attack {self.registered_name!r} needs text field {name!r}, which item {sample.id!r} of "
-                f"dataset {sample.dataset!r} lacks (it has: {', '.join(sorted(sample.fields)) or 'none'})"
+                f"dataset {sample.dataset!r} lacks (it has: {', '.join(sorted(sample.fields)) or 'none'})."
+                f"{did_you_mean(name, sample.fields)}"
             ) from None

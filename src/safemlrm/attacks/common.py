@@ -105,6 +105,6 @@ def check_known(attack: str, params: dict[str, Any], known: tuple[str, ...]) -> 
 
 
 def one_of(attack: str, name: str, value: Any, choices: tuple[str, ...]) -> Any:
-    if value not in choices:
-        raise ConfigError(f"attack {attack!r}: {name} must be one of {', '.join(map(str, choices))}, not {value!r}")
-    return value
+    from ..options import choice
+
+    return choice(f"attack {attack!r}: {name}", value, choices)

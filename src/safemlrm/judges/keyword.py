@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from ..errors import ConfigError
+from ..options import choice
 from ..records import Channel, Label
 from ..registry import register
 from .base import Judge, JudgeItem, JudgeResult, Scale
@@ -68,8 +69,7 @@ class KeywordJudge(Judge):
                   meaning="0 refusal, 1 no refusal phrase (complied)")
 
     def __init__(self, variant: str = "refusal", window: int = 300, **params: Any):
-        if variant not in ("study", "refusal"):
-            raise ConfigError(f"judge keyword: variant must be 'study' or 'refusal', not {variant!r}")
+        choice("judge keyword: variant", variant, ("study", "refusal"))
         if params:
             raise ConfigError(f"judge keyword: unknown parameter(s) {', '.join(sorted(params))}")
         super().__init__(variant=variant, window=window)

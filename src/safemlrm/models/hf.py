@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError, ModalityMismatch, SafeMLRMError
 from ..hashing import bytes_sha256
+from ..options import choice
 from ..records import Completion, ImagePart, Modality, TextPart
 from ..registry import register
 from .base import Backend, ChatRequest, template_hash
@@ -133,8 +134,7 @@ class HFBackend(Backend):
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
         dtype = self.options.get("dtype", "auto")
-        if dtype not in _DTYPES:
-            raise ConfigError(f"model {card.name}: option dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+        choice(f"model {card.name}: option 'dtype'", dtype, _DTYPES)
         self.model = None
         self._processor = None  # an AutoProcessor, or the tokenizer of a text-only model
         self._source: ModelSource | None = None

@@ -44,6 +44,7 @@ from ..metrics import metric_settings
 from ..results import RunResults, load_store
 from ..safety import csv_cell, escape_surrogates, export_text, visible
 from ..store import Store
+from ..attack_order import configured_attacks, in_configured_order
 from ..summary import summarize
 from . import charts
 from .markdown import _ci, _pct, headline, md_table, render_summary
@@ -271,7 +272,8 @@ def model_order(runs: Sequence[Run], pairs: pd.DataFrame) -> tuple[list[str], di
 
 def _rank(df: pd.DataFrame, order: list[str], then: Sequence[str]) -> pd.DataFrame:
     pos = {m: i for i, m in enumerate(order)}
-    return df.assign(_o=df["model"].map(lambda m: pos.get(m, len(pos)))).sort_values(["_o", *then])
+    then = [t for t in then if t != "attack"]  # rows come in configured attack order: kept (stable sort)
+    return df.assign(_o=df["model"].map(lambda m: pos.get(m, len(pos)))).sort_values(["_o", *then], kind="stable")
 
 
 def headline_figures(rates: pd.DataFrame, judge: str, channel: str, order: list[str],
@@ -635,6 +637,8 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
         counts = [c for c in OUTCOME_ORDER if c in outcomes] + sorted(
             c for c in outcomes if c not in keys and c not in OUTCOME_ORDER)
         outcomes = outcomes[keys + counts].fillna({c: 0 for c in counts}).astype({c: int for c in counts})
+    attack_order = configured_attacks(r.res.config for r in runs)
+    rates, outcomes = in_configured_order(rates, attack_order), in_configured_order(outcomes, attack_order)
     pairs = analysis.model_pairs(results)
     order, colours = model_order(runs, pairs)
     tables: dict[str, pd.DataFrame] = {"metrics": rates, "outcomes": outcomes, "model_pairs": pairs}
@@ -646,7 +650,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
         tax = analysis.reasoning_tax(results, j, channel=opts.channel, threshold=asr_at)
         blind = analysis.blind_spots(results, j, channel=opts.channel, threshold=asr_at)
         sc = analysis.self_correction(results, j, threshold=asr_at)
-        dists = {ch: analysis.score_distribution(results, j, ch) for ch in CHANNELS}
+        dists = {ch: in_configured_order(analysis.score_distribution(results, j, ch), attack_order) for ch in CHANNELS}
         prefilters.append(analysis.prefilter_share(results, j))
         name = _safe_name(j)
         tables.update({f"reasoning_tax-{name}": tax, f"blind_spots-{name}": blind, f"self_correction-{name}": sc})
