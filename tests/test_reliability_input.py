@@ -210,3 +210,26 @@ def test_a_run_that_stopped_before_any_model_call_is_taken_over_by_the_fixed_con
         third = cli("run", "bad.yaml", "--out", out, "--no-progress", cwd=tmp_path)
         assert third.returncode == 2 and "made by a different config (its attacks differ from bad.yaml)" in \
             " ".join(third.stderr.split())
+
+
+INPUT_BEGIN = "<!-- input-cases:begin (written by tests/test_reliability_input.py) -->"
+INPUT_END = "<!-- input-cases:end -->"
+
+
+def test_the_doc_lists_every_case_with_its_message(outcomes):
+    """docs/reliability.md's bad-input table is these cases' messages (SAFEMLRM_WRITE_DOCS=1 rewrites it)."""
+    import os
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+    lines = ["| case | command | message |", "| --- | --- | --- |"]
+    for name in CASE_NAMES:
+        args = cases("http://127.0.0.1:1/v1")[name][1]
+        message = " ".join(outcomes[name][0].stderr.split()).replace("|", "&#124;")
+        lines.append(f"| {name} | `safemlrm {' '.join(args)}` | {message} |")
+    table = "\n".join(lines)
+    text = doc.read_text(encoding="utf-8")
+    head, rest = text.split(INPUT_BEGIN)
+    _, tail = rest.split(INPUT_END)
+    if os.environ.get("SAFEMLRM_WRITE_DOCS"):
+        doc.write_text(f"{head}{INPUT_BEGIN}\n{table}\n{INPUT_END}{tail}", encoding="utf-8")
+    assert rest.split(INPUT_END)[0].strip() == table

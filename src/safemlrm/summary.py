@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from .attack_order import configured_attacks, in_configured_order
 from .judges.base import registered_scales
 from .metrics import GROUP, Tally, metric_settings, rate_rows, thresholds
 from .store import Store
@@ -79,5 +80,7 @@ def summarize(store: Store, asr_threshold: float | None = None, harmful_threshol
             LEFT JOIN completions c ON c.key = pl.completion_key WHERE r.outcome = 'error'"""):
         causes[(model, error_cause(error))] += 1
     errors = pd.DataFrame([(m, c, n) for (m, c), n in sorted(causes.items())], columns=["model", "cause", "count"])
-    return RunSummary(run_dir=store.run_dir, config=config, rates=rates, outcomes=outcomes, errors=errors)
+    order = configured_attacks([config])  # summary.md, metrics.csv, outcomes.csv: the baseline first
+    return RunSummary(run_dir=store.run_dir, config=config, rates=in_configured_order(rates, order),
+                      outcomes=in_configured_order(outcomes, order), errors=errors)
 

@@ -9,7 +9,6 @@ import pandas as pd
 from ..fsutil import write_atomic
 from ..safety import csv_cell, md_cell
 from ..store import Store
-from ..attack_order import configured_attacks, in_configured_order
 from ..summary import RunSummary, summarize
 
 
@@ -45,8 +44,8 @@ def headline(rates: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_summary(res: RunSummary) -> str:
+    rates = res.rates
     cfg = res.config
-    rates = in_configured_order(res.rates, configured_attacks([cfg]))
     parts = [
         f"# safemlrm run: {cfg.get('name', res.run_dir.name)}",
         "",
