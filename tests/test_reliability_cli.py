@@ -341,13 +341,17 @@ def doc_table() -> str:
     return "\n".join(lines)
 
 
-def test_the_doc_lists_every_case_with_its_message():
-    missing = sorted(set(TABLE_ORDER) - set(CASES))
-    assert not missing, f"run the whole file: the table is made of every case's message (missing {missing})"
-    assert set(CASES) == set(TABLE_ORDER)
+@pytest.fixture(scope="module", autouse=True)
+def the_doc_lists_every_case_with_its_message():
+    """After the module's last test (whatever order they ran in): docs/reliability.md's table must be
+    the recorded messages. A partial run (-k) records only some cases and checks nothing."""
+    yield
+    if set(CASES) != set(TABLE_ORDER):
+        return
     text = DOC.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
     if os.environ.get("SAFEMLRM_WRITE_DOCS"):
         DOC.write_text(f"{head}{BEGIN}\n{doc_table()}\n{END}{tail}", encoding="utf-8")
+        return
     assert rest.split(END)[0].strip() == doc_table()
