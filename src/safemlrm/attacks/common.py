@@ -10,7 +10,7 @@ import PIL
 from PIL import features
 
 from ..fsutil import file_sha256, write_atomic
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..hashing import content_hash
 from ..records import Message, Part, Probe, Sample, TextPart
 from . import typography as ty

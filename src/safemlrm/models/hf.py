@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModalityMismatch, SafeMLRMError
+from ..errors import ModalityMismatch, SafeMLRMError
 from ..hashing import bytes_sha256
 from ..options import choice
 from ..records import Completion, ImagePart, Modality, TextPart
