@@ -149,3 +149,40 @@ def test_openai_backend_refuses_a_budget_before_any_call():
     c = ModelCard(name="api", hub_id="some/model")
     with pytest.raises(ConfigError, match="think_budget.*backend openai"):
         OpenAIBackend(c, GenerationSettings(max_new_tokens=40, think_budget=8), {"base_url": "http://127.0.0.1:9/v1"})
+
+
+def planted(i, prefix):
+    return ChatRequest(key=f"pk{i}", probe_key=f"pp{i}", messages=REQS[i].messages + (
+        Message(role="assistant", content=(TextPart(text=prefix),)),))
+
+
+@pytest.mark.parametrize("opened", [False, True], ids=["model-opens", "template-opens"])
+def test_a_planted_prefix_opens_the_recorded_reasoning(tiny_controlled, opened):
+    prefix = "I should"  # the model's own thought continues it: " not help.</think>" then its answer
+    b = HFBackend(card(tiny_controlled, opened), GenerationSettings(max_new_tokens=40), {"batch_size": 3})
+    out = b.generate([planted(0, prefix), REQS[1], planted(2, "the red box is")])
+    texts = [split_completion(c, think_opened_by_template=opened) for c in out]
+    assert out[0].text == ("" if opened else "<think>") + "I should not help.</think>I cannot help with that."
+    assert texts[0].reasoning.startswith(prefix) and texts[0].answer == "I cannot help with that."
+    assert out[1].text == "<think>I should not help.</think>I cannot help with that."[len("<think>") if opened else 0:]
+    assert texts[2].reasoning.startswith("the red box is")
+    # the planted words are not the model's: only what it generated counts as its reasoning tokens
+    tok = b._tokenizer_of(b.processor)
+    assert out[0].reasoning_tokens == len(tok(" not help.", add_special_tokens=False)["input_ids"])
+
+
+def test_a_prefix_under_a_budget(tiny_controlled):
+    b = HFBackend(card(tiny_controlled), GenerationSettings(max_new_tokens=40, think_budget=1))
+    c = b.generate([planted(0, "I should")])[0]
+    r = split_completion(c)
+    assert r.reasoning.startswith("I should") and c.reasoning_tokens == 1 and r.answer == "I cannot help with that."
+    z = HFBackend(card(tiny_controlled), GenerationSettings(max_new_tokens=40, think_budget="zero")).generate(
+        [planted(0, "Safety first.")])[0]
+    assert split_completion(z).reasoning == "Safety first." and z.reasoning_tokens == 0
+
+
+def test_a_prefix_needs_a_reasoning_model(tiny_controlled):
+    b = HFBackend(ModelCard(name="base", hub_id=str(tiny_controlled), think_format="none"),
+                  GenerationSettings(max_new_tokens=8))
+    c = b.generate([planted(0, "x")])[0]
+    assert c.error and "think prefix needs a reasoning model" in c.error

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..records import GenerationSettings
+from ..records import GenerationSettings, Message
 from .cards import ModelCard, ReasoningFormat
 
 # The project's own wording (the sources' exact strings are not needed to reproduce the effect).
@@ -39,6 +39,7 @@ class ThinkPlan:
     min_tokens: int = 0  # fewer than this and a close is replaced by `cue`
     opening: str = ""  # planted at the start of the reasoning, after the open marker
     cue: str = CONTINUE_CUE
+    force: bool = True  # close the thought at the cap; False: a thought left open stays open (no budget set)
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,21 @@ class Segment:
     stopped: bool
 
 
-# step(prefixes, max_new_tokens, stop_strings, min_new_tokens) -> one Segment per prefix. A prefix is the text of
+# step(items, prefixes, max_new_tokens, stop_strings, min_new_tokens) -> one Segment per prefix:
+# `items` are indices into the batch, `prefixes[j]` the text of item j's
 # the assistant turn so far (after the rendered generation prompt); the ids stop at, and include
 # the first stop string when one was met, and exclude the end-of-turn token; no end of turn may come
 # before min_new_tokens.
-Step = Callable[[list[str], int, list[str], int], list[Segment]]
+Step = Callable[[list[int], list[str], int, list[str], int], list[Segment]]
 Decode = Callable[[list[int]], str]
+
+
+def planted_prefix(messages: tuple[Message, ...]) -> tuple[tuple[Message, ...], str | None]:
+    """(the messages before a thought planted by attacks/think_prefix.py, its text); (messages, None)
+    when the last message is not an assistant's."""
+    if messages and messages[-1].role == "assistant":
+        return messages[:-1], messages[-1].text
+    return messages, None
 
 
 def think_plan(card: ModelCard, settings: GenerationSettings, backend: str) -> ThinkPlan | None:
@@ -116,19 +126,26 @@ def _until_close(ids: list[int], close: str, decode: Decode) -> tuple[str, int, 
     return text[:at], n, True
 
 
-def generate_controlled(prompt_prefixes: Sequence[str], plan: ThinkPlan, fmt: ReasoningFormat,
+def free_plan(max_new_tokens: int) -> ThinkPlan:
+    """No budget: the model reasons as long as it likes (a planted opening is all that is controlled)."""
+    return ThinkPlan(cap=max_new_tokens - 1, force=False)
+
+
+def generate_controlled(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFormat,
                         max_new_tokens: int, step: Step, decode: Decode) -> list[Controlled]:
-    """Run both phases for a batch. `prompt_prefixes`: text already in each assistant turn before the
-    reasoning (empty unless a caller plants something outside the thought)."""
+    """Run both phases for a batch. `openings`: text planted at the start of each item's reasoning
+    (a think prefix; empty for none), before the plan's own opening."""
     assert fmt.open is not None and fmt.close is not None
     opened = "" if fmt.template_opened else fmt.open
-    n = len(prompt_prefixes)
-    reasoning = [plan.opening] * n
+    prompt_prefixes = [""] * len(openings)
+    n = len(openings)
+    reasoning = [o + (" " if o and plan.opening else "") + plan.opening for o in openings]
     used = [0] * n
+    closed_by_model = [False] * n
     active = [i for i in range(n) if plan.cap > 0]
     while active:  # phase one: reason, in rounds while a `more` plan pushes past early closes
         room = {i: plan.cap - used[i] for i in active}
-        segs = step([prompt_prefixes[i] + opened + reasoning[i] for i in active], max(room.values()), [fmt.close], 0)
+        segs = step(active, [prompt_prefixes[i] + opened + reasoning[i] for i in active], max(room.values()), [fmt.close], 0)
         nxt = []
         for i, seg in zip(active, segs):
             ids = seg.ids[:room[i]]  # a batch runs to its longest room; each item keeps its own
@@ -136,6 +153,7 @@ def generate_controlled(prompt_prefixes: Sequence[str], plan: ThinkPlan, fmt: Re
             ended = closed or (seg.stopped and len(ids) == len(seg.ids))
             used[i] += k
             reasoning[i] += text
+            closed_by_model[i] = ended
             if ended and used[i] < plan.min_tokens:
                 reasoning[i] = _join(reasoning[i], plan.cue)
                 nxt.append(i)
@@ -143,19 +161,35 @@ def generate_controlled(prompt_prefixes: Sequence[str], plan: ThinkPlan, fmt: Re
     # phase two: the close marker is ours; the answer is the model's. A model that never learnt to
     # close a thought tends to end its turn right after a close it did not write, so the turn may not
     # end before the answer's first token.
-    heads = [prompt_prefixes[i] + opened + reasoning[i] + fmt.close for i in range(n)]
-    rooms = [max_new_tokens - u for u in used]
-    segs = step(heads, max(rooms), [], 1)
-    out = []
-    for i, seg in enumerate(segs):
+    out: list[Controlled | None] = [None] * n
+    answering = [i for i in range(n) if plan.force or closed_by_model[i]]
+    for i in set(range(n)) - set(answering):  # no budget and the model never closed: left open, as it was
+        out[i] = Controlled(text=opened + reasoning[i], reasoning_tokens=used[i], answer_tokens=0, at_limit=True)
+    if not answering:
+        return out  # type: ignore[return-value]
+    heads = [prompt_prefixes[i] + opened + reasoning[i] + fmt.close for i in answering]
+    rooms = {i: max_new_tokens - used[i] for i in answering}
+    segs = step(answering, heads, max(rooms.values()), [], 1)
+    for i, seg in zip(answering, segs):
         ids = seg.ids[:rooms[i]]
         at_limit = len(ids) >= rooms[i] and not (seg.stopped and len(ids) == len(seg.ids))
-        out.append(Controlled(text=opened + reasoning[i] + fmt.close + decode(ids), reasoning_tokens=used[i],
-                              answer_tokens=len(ids), at_limit=at_limit))
-    return out
+        out[i] = Controlled(text=opened + reasoning[i] + fmt.close + decode(ids), reasoning_tokens=used[i],
+                            answer_tokens=len(ids), at_limit=at_limit)
+    return out  # type: ignore[return-value]
 
 
 def refuse_unsupported(card: ModelCard, settings: GenerationSettings, backend: str, why: str) -> None:
     """For a backend that cannot control reasoning: a ConfigError before the first call."""
     if settings.think_budget is not None:
         raise ConfigError(f"model {card.name}: generation.think_budget is not supported by backend {backend}: {why}")
+
+
+def check_planted(attack: str, probes: Sequence, backends: dict) -> None:
+    """Before any model call: a planted thought goes only to backends that can continue one."""
+    if not any(p.messages and p.messages[-1].role == "assistant" for p in probes):
+        return
+    for name, backend in backends.items():
+        if not backend.controls_reasoning:
+            raise ConfigError(f"attack {attack!r} plants a thought (think_prefix where: thought), which backend "
+                              f"{backend.registered_name} of model {name} cannot continue; use backend hf, or "
+                              f"where: image")

@@ -131,6 +131,7 @@ class _Item:
 @register("backend", "hf")
 class HFBackend(Backend):
     mode = "batch"
+    controls_reasoning = True
 
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
@@ -383,7 +384,7 @@ class HFBackend(Backend):
 
     def _run(self, items: list[_Item]) -> list[Completion]:
         try:
-            if self.think_plan is not None:
+            if self.think_plan is not None or any(it.request.messages[-1].role == "assistant" for it in items):
                 return generate_hf_controlled(self, items)
             return self._generate_batch(items)
         except Exception as exc:  # noqa: BLE001 - an OOM or one bad input must not sink the batch

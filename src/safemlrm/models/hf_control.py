@@ -3,10 +3,12 @@ assistant turn, rendered with the model's chat template and tokenized with its o
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..records import Completion
-from .budget import Segment, generate_controlled
+from ..errors import SafeMLRMError
+from .budget import Segment, free_plan, generate_controlled, planted_prefix
 
 
 def _images(conv: list[dict[str, Any]]) -> list[Any]:
@@ -52,10 +54,20 @@ def hf_continue(backend, items: list, prefixes: list[str], max_new: int, stop: l
 
 
 def generate_hf_controlled(backend, items: list) -> list[Completion]:
+    """A batch under a think budget, or holding planted thoughts (attacks/think_prefix.py)."""
     start = time.perf_counter()
-    done = generate_controlled([""] * len(items), backend.think_plan, backend.card.reasoning_format,
-                               backend.settings.max_new_tokens,
-                               lambda prefixes, n, stop, least: hf_continue(backend, items, prefixes, n, stop, least), backend.decode)
+    planted = [planted_prefix(it.request.messages) for it in items]
+    if backend.card.reasoning_format.open is None:
+        raise SafeMLRMError(f"model {backend.card.name}: a think prefix needs a reasoning model, but its card has "
+                            f"think_format: none")
+    bare = [replace(it, request=replace(it.request, messages=msgs)) for it, (msgs, _) in zip(items, planted)]
+    plan = backend.think_plan or free_plan(backend.settings.max_new_tokens)
+
+    def step(which, prefixes, n, stop, least):
+        return hf_continue(backend, [bare[i] for i in which], prefixes, n, stop, least)
+
+    done = generate_controlled([p or "" for _, p in planted], plan, backend.card.reasoning_format,
+                               backend.settings.max_new_tokens, step, backend.decode)
     latency = (time.perf_counter() - start) / len(items)
     return [Completion(key=it.request.key, probe_key=it.request.probe_key, model=backend.card.name, text=c.text,
                        finish_reason="length" if c.at_limit else "stop", latency_s=latency,
