@@ -210,6 +210,9 @@ def _format_error(e: ValidationError, source: str) -> str:
 def parse_config(data: Any, source: str = "<config>") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a run config is a YAML mapping (got {type(data).__name__})")
+    from .control import expand_models  # `sweep:` and `samples:` entries become several models
+
+    data = expand_models(data, source)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
