@@ -60,7 +60,7 @@ def test_safe_at_k_equals_hand_counts(results):
 
 
 def test_dose_response_equals_hand_counts(results):
-    d = dose_response(results.rates(), results.models, "rubric", "full")
+    d = dose_response(results.rates(), {n: m["card"] for n, m in results.models.items()}, "rubric", "full")
     swept = d[d.kind == "swept"].sort_values("value")
     assert list(swept.value) == [0, 64, 256] and set(swept.model) == {"r1"}
     assert list(swept.asr) == [0.25, 0.5, 1.0]
@@ -102,3 +102,12 @@ def test_sweep_and_samples_expand_into_one_run():
 def test_bad_sweeps_and_samples_name_the_key(entry, match):
     with pytest.raises(ConfigError, match=f"models.0.(sweep|samples).*{match}"):
         parse_config(cfg([{"card": "r1-onevision-7b", **entry}]), "my.yaml")
+
+
+def test_analyze_carries_both_tables(results):
+    from safemlrm.analysis import analyze
+    out = analyze(results, judges=["rubric"], n_boot=50)
+    ss = out["sample_safety"].set_index(["model", "scenario"]).loc[("think", "ALL")]
+    assert (ss.safe_at_k, ss.cons_safe_at_k) == (0.25, 0.5)
+    d = out["dose_response"]
+    assert sorted(d[d.kind == "swept"].asr) == [0.25, 0.5, 1.0] and set(d.judge) == {"rubric"}

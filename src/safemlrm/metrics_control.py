@@ -66,10 +66,10 @@ def _value(text: str) -> Any:
         return text
 
 
-def dose_response(rates: pd.DataFrame, models: dict[str, dict[str, Any]], judge: str, channel: str = "full",
+def dose_response(rates: pd.DataFrame, cards: dict[str, dict[str, Any]], judge: str, channel: str = "full",
                   scenario: str = ALL) -> pd.DataFrame:
     """ASR per swept value (kind `swept`), and each swept model's base (kind `reference`, value None).
-    `rates`: the run's rate table; `models`: RunResults.models (their cards name the bases)."""
+    `rates`: the run's rate table; `cards`: model name -> its card (which names the base)."""
     if rates.empty:
         return pd.DataFrame([])
     r = rates[(rates["judge"] == judge) & (rates["channel"] == channel) & (rates["scenario"] == scenario)]
@@ -78,13 +78,13 @@ def dose_response(rates: pd.DataFrame, models: dict[str, dict[str, Any]], judge:
         var = variant(row["model"])
         if var.axis is None or var.sample is not None:
             continue
-        card = (models.get(row["model"]) or {}).get("card") or {}
+        card = cards.get(row["model"]) or {}
         if card.get("base"):
             bases[var.model] = card["base"]
         rows.append({"model": var.model, "dataset": row["dataset"], "attack": row["attack"], "kind": "swept",
                      "axis": var.axis, "value": _value(var.value), "asr": row["asr"], "asr_lo": row["asr_lo"],
                      "asr_hi": row["asr_hi"], "judged": row["judged"]})
-    by_card = {(m.get("card") or {}).get("name"): name for name, m in models.items()}
+    by_card = {c.get("name"): name for name, c in cards.items()}
     for model, base in bases.items():
         base_name = base if base in set(r["model"]) else by_card.get(base)
         for _, row in r[r["model"] == base_name].iterrows():
@@ -92,3 +92,13 @@ def dose_response(rates: pd.DataFrame, models: dict[str, dict[str, Any]], judge:
                          "axis": None, "value": None, "asr": row["asr"], "asr_lo": row["asr_lo"],
                          "asr_hi": row["asr_hi"], "judged": row["judged"], "reference": base_name})
     return pd.DataFrame(rows)
+
+
+def control_tables(verdicts: pd.DataFrame, scales: dict[str, Scale], cards: dict[str, dict[str, Any]],
+                   rates: pd.DataFrame, judges: list[str], channel: str, threshold: float | None) -> dict[str, Any]:
+    """`sample_safety` and `dose_response` for analysis.analyze (empty where the run has no samples or sweep)."""
+    v = verdicts[verdicts["judge"].isin(judges)]
+    doses = [dose_response(rates, cards, j, channel) for j in judges]
+    doses = [d.assign(judge=j) for d, j in zip(doses, judges) if not d.empty]
+    return {"sample_safety": sample_safety(v, scales, threshold),
+            "dose_response": pd.concat(doses, ignore_index=True) if doses else pd.DataFrame()}
