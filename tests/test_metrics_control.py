@@ -21,7 +21,12 @@ BASE = [1, 1, 5, 1]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(run_dir):
+    return load_run(run_dir)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("control") / "run"
     with Store(d) as store:
         store.set_meta("judges", judges_meta(rubric=RUBRIC))
@@ -41,7 +46,7 @@ def results(tmp_path_factory):
             add_item(store, "base", p, {("rubric", "full"): BASE[i]})
             for v, scores in SWEEP.items():
                 add_item(store, f"r1@think_budget={v}", p, {("rubric", "full"): scores[i]})
-    return load_run(d)
+    return d
 
 
 def test_safe_at_k_equals_hand_counts(results):
@@ -111,3 +116,22 @@ def test_analyze_carries_both_tables(results):
     assert (ss.safe_at_k, ss.cons_safe_at_k) == (0.25, 0.5)
     d = out["dose_response"]
     assert sorted(d[d.kind == "swept"].asr) == [0.25, 0.5, 1.0] and set(d.judge) == {"rubric"}
+
+
+def test_report_draws_the_dose_response_in_chromium(run_dir, tmp_path):
+    from test_report import CHROMIUM, chromium
+
+    from safemlrm.report.html import write_report
+    if not CHROMIUM:
+        pytest.skip("headless Chromium is not installed")
+    files = write_report([run_dir], tmp_path / "report")
+    dom, _, console, _ = chromium(files.html, tmp_path)
+    assert console == [], console
+    points = dom.find("circle", "dose-point", within="#dose")
+    assert sorted(p["data-value"] for p in points) == ["0", "256", "64"]  # one per swept value (one judge)
+    assert len(dom.find("line", "dose-line", within="#dose")) == 2  # 0 -> 64 -> 256
+    assert len(dom.find("line", "err", within="#dose")) == 3
+    (ref,) = dom.find("line", "dose-reference", within="#dose")
+    assert float(ref["y1"]) == float(ref["y2"])  # flat: the base model's ASR
+    # its height is the base's 25%, the same as the swept point at 0 (ASR 1/4)
+    assert {p["data-value"]: p for p in points}["0"]["cy"] == ref["y1"]
