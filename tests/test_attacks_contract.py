@@ -19,7 +19,8 @@ from safemlrm.errors import SafeMLRMError
 from safemlrm.records import Probe
 
 # attacks that cannot run on defaults
-PARAMS = {"compose": {"image": {"name": "sd_typo"}, "text": {"name": "template", "params": {"template": "role_play"}}}}
+PARAMS = {"compose": {"image": {"name": "sd_typo"}, "text": {"name": "template", "params": {"template": "role_play"}}},
+          "think_prefix": {"preset": "hcot_execution"}}
 
 
 @pytest.fixture(scope="module")

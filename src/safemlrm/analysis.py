@@ -27,6 +27,7 @@ import pandas as pd
 
 from .errors import SafeMLRMError, UnknownName, did_you_mean
 from .judges.base import Scale
+from .metrics_control import control_tables
 from .metrics import ALL, cohen_kappa, paired_bootstrap, rate_table, wilson
 from .results import RunResults
 
@@ -500,6 +501,7 @@ def analyze(results: Results, judges: Sequence[str] | None = None, channel: str 
     for k, frames in parts.items():
         frames = [f for f in frames if not f.empty]
         out[k] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out.update(control_tables(r.verdicts, r.scales, r.cards, rate, chosen, channel, threshold))  # samples, sweeps
     out["judge_agreement"] = [judge_agreement(every, a, b, channel, threshold_a=threshold, threshold_b=threshold)
                               for a, b in itertools.combinations(chosen, 2)]
     return out

@@ -145,7 +145,8 @@ class RunConfig(Strict):
 
     def identity(self) -> dict[str, Any]:
         return {
-            "models": [m.model_dump(mode="json", exclude={"options"}) | {"options": _no_secrets(m.options)}
+            "models": [m.model_dump(mode="json", exclude={"options", "generation"})
+                       | {"options": _no_secrets(m.options), "generation": m.generation.key_dump()}
                        for m in self.models],
             "datasets": [d.model_dump(mode="json") for d in self.datasets],
             "attacks": [a.model_dump(mode="json") for a in self.attacks],
@@ -209,6 +210,9 @@ def _format_error(e: ValidationError, source: str) -> str:
 def parse_config(data: Any, source: str = "<config>") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a run config is a YAML mapping (got {type(data).__name__})")
+    from .control import expand_models  # `sweep:` and `samples:` entries become several models
+
+    data = expand_models(data, source)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:

@@ -44,6 +44,7 @@ _BUILTIN_MODULES = (
     "safemlrm.attacks.hades",
     "safemlrm.attacks.templates",
     "safemlrm.attacks.direct",
+    "safemlrm.attacks.think_prefix",
     "safemlrm.judges.keyword",
     "safemlrm.judges.rubric",
     "safemlrm.judges.guard",

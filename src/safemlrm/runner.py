@@ -33,6 +33,7 @@ from .config import RunConfig
 from .datasets.base import Dataset, select
 from .errors import ConfigError, ModalityMismatch, SafeMLRMError
 from .judges.base import Judge, JudgeItem, JudgeResult
+from .models.budget import check_planted
 from .models.base import Backend, ChatRequest, apply_prompt_convention
 from .models.cards import CardCatalog, ModelCard
 from .models.reasoning import split_completion
@@ -266,6 +267,7 @@ class Runner:
                             probes = [attack.build(s, ctx) for s in batch]
                         mods = frozenset().union(*(p.modalities for p in probes))
                         self.check_modalities(dspec.name, attack_name, mods, backends)
+                        check_planted(attack_name, probes, backends)
                         keys = store.add_probes(probes)
                         rows = []
                         for spec in self.cfg.models:

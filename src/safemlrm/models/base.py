@@ -31,6 +31,7 @@ class ChatRequest:
 
 class Backend(ABC):
     mode: ClassVar[Literal["batch", "async"]] = "batch"
+    controls_reasoning: ClassVar[bool] = False  # can continue a planted thought (models/budget.py)
     registered_name: ClassVar[str]
 
     def __init__(self, card: ModelCard, settings: GenerationSettings, options: dict[str, Any] | None = None):

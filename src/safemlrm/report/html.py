@@ -46,6 +46,8 @@ from ..safety import csv_cell, escape_surrogates, export_text, visible
 from ..store import Store
 from ..attack_order import configured_attacks, in_configured_order
 from ..summary import summarize
+from ..metrics_control import dose_response
+from .dose_chart import dose_line
 from . import charts
 from .markdown import _ci, _pct, headline, md_table, render_summary
 
@@ -308,6 +310,10 @@ def headline_figures(rates: pd.DataFrame, judge: str, channel: str, order: list[
                                     f"response; whiskers: Wilson 95% intervals over judged items. A base model "
                                     f"takes the light shade of its reasoning model's colour."))
     return figs
+
+
+DOSE_CAPTION = ("Each point: a swept model's ASR at one value of the swept setting, with its Wilson interval; "
+                "dashed: its base model's ASR, a flat reference (docs/analysis.md#reasoning-control).")
 
 
 def tax_figure(tax: pd.DataFrame, judge: str, channel: str) -> Figure:
@@ -646,7 +652,12 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     same = ("judge", "channel", "threshold")
 
     views, prefilters = [], []
+    cards = {name: m.get("card") or {} for r in runs for name, m in r.res.models.items()}
+    has_sweep = False
     for j in ordered:
+        dose = dose_response(rates, cards, j, opts.channel)  # reasoning control: ASR along a sweep
+        has_sweep = has_sweep or not dose.empty
+        tables[f"dose_response-{_safe_name(j)}"] = dose
         tax = analysis.reasoning_tax(results, j, channel=opts.channel, threshold=asr_at)
         blind = analysis.blind_spots(results, j, channel=opts.channel, threshold=asr_at)
         sc = analysis.self_correction(results, j, threshold=asr_at)
@@ -665,6 +676,8 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
             "blind": blind_spot_figures(blind, j, opts.channel),
             "blind_table": table(blind[blind["flagged"]], drop=(*same, "factor")),
             "selfcorr": selfcorrection_figures(sc), "selfcorr_table": table(sc, drop=same),
+            "dose": Figure(dose_line(dose, title=f"ASR against the swept value ({j}, {opts.channel} response)"),
+                           DOSE_CAPTION), "dose_table": table(dose),
             "scores": [f for ch in CHANNELS for f in score_figures(dists[ch], j, ch, order, scales.get(j))],
             "quality": table(quality[["model", "dataset", "attack", "channel", "planned", "judged", "unparseable",
                                       "absent"]] if not quality.empty else None),
@@ -675,7 +688,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     tables["prefilter_share"] = prefilter
     ctx = {
         "views": views, "primary": primary, "judges": judges, "channel": opts.channel, "overlaps": overlaps(runs),
-        "has_pairs": not pairs.empty,
+        "has_pairs": not pairs.empty, "has_sweep": has_sweep,
         "outcome_figure": outcome_figure(outcomes, order), "outcome_table": table(outcomes),
         "agreement": table(agreement), "confusions": confusions, "prefilter": table(prefilter),
         "provenance": [provenance(r) for r in runs],
