@@ -36,6 +36,8 @@ _BUILTIN_MODULES = (
     "safemlrm.datasets.vlsbench",
     "safemlrm.datasets.spa_vl",
     "safemlrm.datasets.beavertails_v",
+    "safemlrm.datasets.mossbench",
+    "safemlrm.datasets.capability",
     "safemlrm.datasets.vlguard",
     "safemlrm.datasets.synthetic",
     "safemlrm.attacks.vanilla",
