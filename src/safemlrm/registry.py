@@ -38,6 +38,7 @@ _BUILTIN_MODULES = (
     "safemlrm.datasets.beavertails_v",
     "safemlrm.datasets.mossbench",
     "safemlrm.datasets.capability",
+    "safemlrm.datasets.xstest",
     "safemlrm.datasets.vlguard",
     "safemlrm.datasets.synthetic",
     "safemlrm.attacks.vanilla",

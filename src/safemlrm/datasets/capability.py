@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..records import Sample
 from ..registry import register
@@ -37,6 +37,7 @@ _SUFFIXES = (".parquet", ".jsonl", ".json", ".tsv", ".csv")
 
 
 class _Capability(BenchmarkDataset):
+    capability: ClassVar[bool] = True  # scored for ability, not judged for safety (tis compare)
     files_named: tuple[str, ...] = ()  # path components a file must have, e.g. ("validation",)
 
     def _files(self) -> list[Path]:
