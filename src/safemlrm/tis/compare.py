@@ -99,6 +99,9 @@ def _flag(frame: pd.DataFrame, rules) -> pd.DataFrame:
     return frame
 
 
+flag_allowed = _flag  # the report's frontier figure reads items with the same rule
+
+
 def _verdicts(side: Side, judge: str, channel: str, rules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(judged verdicts, planned items) of the side's model, each with its `allowed` flag."""
     v = side.results.verdicts
