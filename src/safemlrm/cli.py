@@ -75,7 +75,7 @@ def output_dir(out_dir: Optional[Path], cfg: Any) -> Path:
 @user_errors
 def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: the config's `output`, else runs/<name>)."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Count probes per model, dataset and attack; generate nothing."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="The run's preflight: count probes per model, dataset and attack, check data, modalities, cards, judges and servers; exit 2 naming each problem. Generates nothing."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
         ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                           help="Generate over a Ray cluster (Ray Data): ADDRESS, 'auto' for the "
@@ -83,16 +83,14 @@ def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
                                                "one here.")):
     """Run (or resume) an audit. A finished run re-run makes zero model calls."""
     from .config import load_config
-    from .runner import Runner, dry_run as do_dry_run
+    from .runner import Runner
 
     quiet(no_progress)
     cfg = load_config(config)
     if dry_run:
-        rows = do_dry_run(cfg)
-        render_table(out, f"dry run: {cfg.name}", ["model", "dataset", "attack", "probes", "missing"],
-                     [[r["model"], r["dataset"], r["attack"], r["probes"], r["missing"] or "-"] for r in rows])
-        out.print(f"total probes: {sum(r['probes'] for r in rows)}")
-        return
+        from .preflight import preflight, print_preflight
+
+        raise typer.Exit(0 if print_preflight(preflight(cfg), cfg.name, out) else 2)
     run_dir = output_dir(out_dir, cfg)
     watch(run_dir)  # an interrupt reports what this run has stored
     stats = Runner(cfg, run_dir, console=err, show_progress=not no_progress, ray_address=ray).run()

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import yamlio
 from .errors import ConfigError, did_you_mean
@@ -84,6 +84,7 @@ class DatasetSpec(Strict):
     scenarios: list[str] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=1)
     seed: int = 0
+    models: list[str] = Field(default_factory=list)  # the models it goes to; empty: every model
 
     _no_secrets = field_validator("options")(_refuse_top_level_secrets)
 
@@ -91,6 +92,7 @@ class DatasetSpec(Strict):
 class AttackSpec(Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    models: list[str] = Field(default_factory=list)  # the models it goes to; empty: every model
 
     _no_secrets = field_validator("params")(_refuse_top_level_secrets)
 
@@ -143,13 +145,25 @@ class RunConfig(Strict):
             seen.add(m.name)
         return v
 
+    @model_validator(mode="after")
+    def _known_targets(self) -> "RunConfig":
+        names = [m.name for m in self.models]
+        for key, specs in (("datasets", self.datasets), ("attacks", self.attacks)):
+            for i, spec in enumerate(specs):
+                for target in spec.models:
+                    if target not in names:
+                        raise ValueError(f"{key}.{i}.models: no model {target!r} in this config."
+                                         f"{did_you_mean(target, names)} Models: {', '.join(names)}")
+        return self
+
     def identity(self) -> dict[str, Any]:
         return {
             "models": [m.model_dump(mode="json", exclude={"options", "generation"})
                        | {"options": _no_secrets(m.options), "generation": m.generation.key_dump()}
                        for m in self.models],
-            "datasets": [d.model_dump(mode="json") for d in self.datasets],
-            "attacks": [a.model_dump(mode="json") for a in self.attacks],
+            # `models` only when set, so configs without it keep the identity they had
+            "datasets": [d.model_dump(mode="json", exclude=set() if d.models else {"models"}) for d in self.datasets],
+            "attacks": [a.model_dump(mode="json", exclude=set() if a.models else {"models"}) for a in self.attacks],
         }
 
     def identity_hash(self) -> str:

@@ -40,6 +40,7 @@ from .models.reasoning import split_completion
 from .progress import make_progress
 from .records import Channel, Completion, Modality, Verdict, completion_key
 from .store import Store
+from .preflight import applies, left_out, modality_problems
 from .validate import check_names
 
 T = TypeVar("T")
@@ -139,6 +140,9 @@ class StoredBackend:
 
     registered_name: str
     accepts: frozenset[Modality]
+    # the first run already refused planted thoughts for backends that cannot continue one, and a
+    # resume is the same config (identity checked), so the check passes as it did then
+    controls_reasoning: bool = True
 
 
 class Runner:
@@ -262,15 +266,19 @@ class Runner:
                     ds = build_dataset(dspec)
                 task = bar.add_task(f"probes {dspec.name}", total=None)
                 for batch in chunks(select(ds, dspec.scenarios, dspec.limit, dspec.seed), PROBE_CHUNK):
-                    for attack_key, attack_name, attack in attacks:
+                    for aspec, (attack_key, attack_name, attack) in zip(self.cfg.attacks, attacks):
+                        targets = [m for m in self.cfg.models if applies(dspec, aspec, m.name)]
+                        if not targets:
+                            continue
                         with at_key(self.cfg.source, attack_key):
                             probes = [attack.build(s, ctx) for s in batch]
                         mods = frozenset().union(*(p.modalities for p in probes))
-                        self.check_modalities(dspec.name, attack_name, mods, backends)
-                        check_planted(attack_name, probes, backends)
+                        chosen = {m.name: backends[m.name] for m in targets}
+                        self.check_modalities(dspec.name, attack_name, mods, chosen)
+                        check_planted(attack_name, probes, chosen)
                         keys = store.add_probes(probes)
                         rows = []
-                        for spec in self.cfg.models:
+                        for spec in targets:
                             card = self.cards[spec.name]
                             for p, key in zip(probes, keys):
                                 final = p.model_copy(update={"messages": apply_prompt_convention(card, p.messages)})
@@ -280,19 +288,16 @@ class Runner:
                         store.add_plan(rows)
                         n += len(probes)
                         bar.advance(task, len(probes))
+                lo = left_out(ds)  # read by the summary: items the published file has without their text
+                store.set_meta(f"left_out:{dspec.name}", lo.model_dump(mode="json") if lo else None)
         self.stats.probes = n
         return n
 
     @staticmethod
     def check_modalities(dataset: str, attack: str, mods: frozenset[Modality], backends: dict[str, Backend]) -> None:
-        for model, backend in backends.items():
-            accepts = backend.accepts
-            if mods - accepts:
-                raise ModalityMismatch(
-                    f"dataset {dataset!r} with attack {attack!r} sends {', '.join(sorted(m.value for m in mods))}, "
-                    f"but model {model!r} (backend {backend.registered_name!r}) accepts only "
-                    f"{', '.join(sorted(m.value for m in accepts))}. Use a text-only attack such as 'vanilla' "
-                    f"for this model, or a vision-language model.")
+        problems = modality_problems(dataset, attack, mods, backends)  # the dry run's rule
+        if problems:
+            raise ModalityMismatch("; ".join(problems))
 
     # --- reading work from the store, a page at a time -------------------------------------------
     _PENDING = """
@@ -704,29 +709,10 @@ def environment() -> dict[str, Any]:
 
 
 def dry_run(cfg: RunConfig) -> list[dict[str, Any]]:
-    """Count probes per (model, dataset, attack) without generating; report what is missing."""
-    registry.load_plugins()
-    catalog = catalog_for(cfg)
-    check_names(cfg, catalog)
-    rows = []
-    for dspec in cfg.datasets:
-        try:
-            ds = build_dataset(dspec)
-            n = sum(1 for _ in select(ds, dspec.scenarios, dspec.limit, dspec.seed))
-            problem = ""
-        except SafeMLRMError as e:
-            n, problem = 0, str(e)
-        for aspec in cfg.attacks:
-            try:
-                build_attack(aspec)  # bad params show up here, before anything runs
-                attack_problem = ""
-            except SafeMLRMError as e:
-                attack_problem = str(e)
-            for m in cfg.models:
-                card = catalog.get(m.card)
-                registry.get("backend", m.backend)
-                path = m.options.get("path")
-                missing = f"model path {path} not found" if path and not Path(path).exists() else ""
-                rows.append({"model": m.name, "dataset": dspec.name, "attack": aspec.name, "probes": n,
-                             "card": card.hub_id, "missing": "; ".join(x for x in (problem, attack_problem, missing) if x)})
-    return rows
+    """The preflight's plan as rows (model, dataset, attack, probes, missing); see preflight.py."""
+    from .preflight import preflight
+
+    pf = preflight(cfg)
+    return [{"model": r.model, "dataset": r.dataset, "attack": r.attack, "probes": r.probes,
+             "card": catalog_for(cfg).get(next(m.card for m in cfg.models if m.name == r.model)).hub_id,
+             "missing": r.problem} for r in pf.rows]

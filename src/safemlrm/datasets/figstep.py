@@ -16,7 +16,7 @@ from ..errors import ConfigError, DataError, did_you_mean
 from ..records import Modality, Sample
 from ..registry import register
 from .base import Dataset
-from .io import one_of
+from .io import one_of, resolve_file
 
 COLUMNS = ("dataset", "category_id", "task_id", "category_name", "question", "instruction")
 REQUIRED = ("category_id", "task_id", "category_name", "question", "instruction")
@@ -78,7 +78,9 @@ def read_safebench(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
 @register("dataset", "figstep")
 class SafeBench(Dataset):
     """Options: subset = "tiny" (default, 50 items) or "full" (500); path = a CSV in the same schema
-    (columns dataset,category_id,task_id,category_name,question,instruction) used instead."""
+    (columns dataset,category_id,task_id,category_name,question,instruction) used instead, or a
+    clone of the FigStep repository (its data/question/ holds SafeBench-Tiny.csv and safebench.csv;
+    `subset` picks the file)."""
 
     license = "MIT"
     modalities = frozenset({Modality.TEXT})
@@ -98,8 +100,9 @@ class SafeBench(Dataset):
                              f"one of {', '.join(SUBSETS)}")
         if self.path is None:
             self.csv_path = bundled_csv(self.subset)
-        else:
-            self.csv_path = self.path
+        else:  # a clone of the FigStep repository keeps the CSVs in data/question/
+            self.csv_path = resolve_file(self.path, "figstep", (SUBSETS[self.subset],),
+                                         ("", "data/question", "question", "data"))
             # a user file may carry other topics: its scenarios are the ones it has
             self.scenarios = tuple(dict.fromkeys(r["category_name"] for _, r in read_safebench(self.csv_path)))
         self.sample_license = options.get("license", "MIT")

@@ -45,6 +45,12 @@ class ItemError(Exception):
     """One item cannot be used; the message names the file, the item and the field."""
 
 
+class EmptyText(ItemError):
+    """A required text field is present but empty in the published file (VLSBench's data.json has
+    such a record): left out and counted by default (`on_empty: skip`), unlike a missing field, which
+    says the file was renamed or is of another schema."""
+
+
 # (file or source, item label, record or the ItemError reading it, folder relative image paths are read from)
 Row = tuple[str, str, Any, Path | None]
 
@@ -55,17 +61,22 @@ Row = tuple[str, str, Any, Path | None]
 class ErrorPolicy:
     """`raise` or `skip` bad items; counts and keeps the first reasons when skipping."""
 
-    def __init__(self, dataset: str, on_error: str = "raise"):
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"dataset {dataset!r}: on_error must be 'raise' or 'skip', not {on_error!r}")
+    def __init__(self, dataset: str, on_error: str = "raise", on_empty: str = "skip"):
+        for opt, v in (("on_error", on_error), ("on_empty", on_empty)):
+            if v not in ("raise", "skip"):
+                raise ConfigError(f"dataset {dataset!r}: {opt} must be 'raise' or 'skip', not {v!r}")
         self.dataset = dataset
         self.on_error = on_error
+        self.on_empty = on_empty
         self.skipped = 0
         self.reasons: list[str] = []
 
-    def item(self, message: str) -> None:
-        """Report a bad item: raise, or count it and return (the caller then skips it)."""
-        if self.on_error == "raise":
+    def item(self, message: str, empty: bool = False) -> None:
+        """Report a bad item: raise, or count it and return (the caller then skips it). An item whose
+        required text is empty follows `on_empty` instead of `on_error`."""
+        if (self.on_empty if empty else self.on_error) == "raise":
+            if empty:
+                raise DataError(f"{message} (set on_empty: skip to leave such items out)")
             raise DataError(f"{message} (set on_error: skip to skip such items)")
         self.skipped += 1
         if len(self.reasons) < MAX_REASONS:
@@ -97,6 +108,8 @@ def text_of(rec: dict, name: str, where: str, *, required: bool = True) -> str |
     """A field as text; None when optional and absent."""
     v = rec.get(name)
     if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v):
+        if required and name in rec and isinstance(v, str):
+            raise EmptyText(f"{where}: field {name!r} is empty in the file")
         if required:
             raise missing_field(rec, name, where)
         return None
@@ -193,6 +206,28 @@ def image_ref(value: Any, *, base: Path | None, where: str, field: str, cache_di
         except ValueError as e:
             raise ItemError(f"{where}: image field {field!r}: {p} is not a readable image ({e})") from None
     return str(p.resolve())
+
+
+# --- where a download keeps its file -----------------------------------------------------------
+
+CLONE_FOLDERS = ("", "data")  # a file at the download's root, or in the data/ folder of a repository clone
+
+
+def resolve_file(path: Path, dataset: str, names: Sequence[str], folders: Sequence[str] = CLONE_FOLDERS) -> Path:
+    """The benchmark file a `path` means: the path itself when it is a file, else the first of `names`
+    found in one of `folders` under it (the Hub snapshot's root, a clone's data/ folder, ...). A
+    DataError names every place looked in when none has it."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise DataError(f"dataset {dataset!r}: {path} not found")
+    tried = [path / folder / name for folder in folders for name in names]
+    for cand in tried:
+        if cand.is_file():
+            return cand
+    raise DataError(f"dataset {dataset!r}: none of {', '.join(names)} found in {path}; looked for "
+                    f"{', '.join(str(t) for t in tried)}. Point `path` at the benchmark's file or its folder.")
 
 
 # --- records ----------------------------------------------------------------------------------
@@ -367,6 +402,7 @@ class BenchmarkDataset(Dataset):
 
     Options every loader takes:
       on_error: raise (default) | skip
+      on_empty: skip (default) | raise: an item whose required text is empty in the file
       license: the licence tag put on samples (default: the benchmark's)
       verify_images: true (default): open every image once while loading, so a corrupt file stops
         the load here rather than in the middle of a run
@@ -385,7 +421,7 @@ class BenchmarkDataset(Dataset):
     hub_config: ClassVar[str | None] = None
     hub_split: ClassVar[str | None] = None
     extra_options: ClassVar[tuple[str, ...]] = ()
-    _common = ("on_error", "license", "verify_images", "image_cache")
+    _common = ("on_error", "on_empty", "license", "verify_images", "image_cache")
     _hub = ("hub", "config", "split", "revision", "data_files", "streaming", "columns", "image_root")
 
     def __init__(self, path: str | Path | None = None, **options: Any):
@@ -405,7 +441,7 @@ class BenchmarkDataset(Dataset):
         if self.path is None and self.hub is None:
             how = f" or `hub: true` to load {self.hub_id} from the Hugging Face Hub" if self.hub_id else ""
             raise ConfigError(f"dataset {name!r} needs a `path` to the downloaded benchmark{how}")
-        self.policy = ErrorPolicy(name, options.get("on_error", "raise"))
+        self.policy = ErrorPolicy(name, options.get("on_error", "raise"), options.get("on_empty", "skip"))
         self.sample_license = options.get("license", type(self).license)
         self.verify_images = bool(options.get("verify_images", True))
         cache = options.get("image_cache")
@@ -517,7 +553,7 @@ class BenchmarkDataset(Dataset):
                          verify=self.verify_images)
 
     def item_error(self, e: ItemError) -> None:
-        self.policy.item(str(e))
+        self.policy.item(str(e), empty=isinstance(e, EmptyText))
 
 
 def _names(part: str, needle: str) -> bool:

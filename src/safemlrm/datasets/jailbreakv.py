@@ -28,10 +28,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, one_of, text_fields, text_of
+from .io import BenchmarkDataset, resolve_file, ItemError, one_of, text_fields, text_of
 
 POLICIES = ("Illegal Activity", "Violence", "Hate Speech", "Malware", "Physical Harm", "Economic Harm", "Fraud",
             "Child Abuse Content", "Animal Abuse", "Political Sensitivity", "Privacy Violation",
@@ -57,13 +57,7 @@ class JailBreakV(BenchmarkDataset):
 
     def csv_file(self) -> Path:
         assert self.path is not None
-        if self.path.is_file():
-            return self.path
-        name = SUBSETS[self.subset] + ".csv"
-        for cand in (self.path / name, self.path / "JailBreakV_28K" / name):
-            if cand.is_file():
-                return cand
-        raise DataError(f"dataset 'jailbreakv': {name} not found in {self.path} or {self.path / 'JailBreakV_28K'}")
+        return resolve_file(self.path, self.name, (SUBSETS[self.subset] + ".csv",), ("", "JailBreakV_28K"))
 
     def _samples(self) -> Iterator[Sample]:
         rows = self.records(lambda: [self.csv_file()], COLUMNS, split=SUBSETS[self.subset])

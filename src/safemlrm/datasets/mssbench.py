@@ -4,7 +4,8 @@ halves stay paired.
 
 Layout of the download (Hub kzhou35/mssbench; github.com/eric-ai-lab/MSSBench reads it so):
 
-    <path>/combine.json    {"chat": [...], "embodied": [...]}
+    <path>/combine.json    {"chat": [...], "embodied": [...]}   (combined.json in the Hub snapshot; either
+                           name is read, at the root or in data/, or `path` is the file itself)
     <path>/chat/<safe_image_path>, <path>/chat/<unsafe_image_path>
     <path>/embodied/<safe>, <path>/embodied/<unsafe>
 
@@ -37,9 +38,10 @@ from typing import Any
 from ..errors import DataError
 from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, one_of, read_json, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, one_of, read_json, resolve_file, text_fields, text_of
 
 TASKS = ("chat", "embodied")
+FILES = ("combine.json", "combined.json")  # the name MSSBench's scripts read; the name in the Hub snapshot
 
 
 def _as_list(rec: dict, name: str, where: str) -> list[str]:
@@ -76,7 +78,7 @@ class MSSBench(BenchmarkDataset):
                     yield "chat", source, label, row, (root / "chat") if root else None
             return
         assert self.path is not None
-        f = self.path if self.path.is_file() else self.path / "combine.json"
+        f = resolve_file(self.path, self.name, FILES)
         data = read_json(f)
         if not isinstance(data, dict) or not any(t in data for t in TASKS):
             raise DataError(f"{f}: expected a JSON object with the lists 'chat' and 'embodied'")

@@ -29,10 +29,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
 from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, one_of, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, one_of, resolve_file, text_fields, text_of
 
 CATEGORIES = ("self-harm", "dangerous behavior", "morality", "illegal activities & crime",
               "controversial topics, politics", "discrimination & stereotyping", "religion beliefs",
@@ -72,14 +71,7 @@ class SIUO(BenchmarkDataset):
 
     def _file(self) -> Path:
         assert self.path is not None
-        if self.path.is_file():
-            return self.path
-        f = self.path / FILES[self.task]
-        if not f.is_file() and (self.path / "data" / FILES[self.task]).is_file():
-            f = self.path / "data" / FILES[self.task]
-        if not f.is_file():
-            raise DataError(f"dataset 'siuo': {f} not found (task {self.task!r} reads {FILES[self.task]})")
-        return f
+        return resolve_file(self.path, self.name, (FILES[self.task],))
 
     def _samples(self) -> Iterator[Sample]:
         f = self._file()

@@ -8,7 +8,7 @@ Layout of the download (Hub ys-zong/VLGuard: test.json and test.zip, unzipped to
 
 An `instr-resp` element is `{"instruction", "response"}` (on an unsafe image),
 `{"safe_instruction", "response"}` or `{"unsafe_instruction", "response"}` (on a safe image).
-`path` may be the folder or the JSON file; images are read from `image_root` (default: the
+`path` may be the folder (the Hub snapshot), its `data/` folder, or the JSON file; images are read from `image_root` (default: the
 folder's `test/` when it exists, else the folder itself).
 
 Each element is one Sample, id `<id>-<n>`, in scenario
@@ -25,10 +25,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
 from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, resolve_file, text_fields, text_of
 
 SCENARIOS = ("safe_safes", "safe_unsafes", "unsafes")
 _KEYS = (("instruction", "unsafes"), ("safe_instruction", "safe_safes"), ("unsafe_instruction", "safe_unsafes"))
@@ -50,9 +49,7 @@ class VLGuard(BenchmarkDataset):
 
     def _samples(self) -> Iterator[Sample]:
         assert self.path is not None
-        f = self.path / "test.json" if self.path.is_dir() else self.path
-        if not f.is_file():
-            raise DataError(f"dataset 'vlguard': {f} not found")
+        f = resolve_file(self.path, self.name, ("test.json",))
         rows = self.records(lambda: [f], images=f.parent / "test" if (f.parent / "test").is_dir() else f.parent)
         yield from self.item_samples(rows, partial(self._samples_of, set()))
 

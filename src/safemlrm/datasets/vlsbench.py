@@ -7,14 +7,16 @@ Layout of the download (github.com/AI45Lab/VLSBench, Hub Foreshhh/vlsbench):
     <path>/data.json     [{"instruction_id", "instruction", "image_path", "category", "sub_category", "source"}]
     <path>/imgs/<n>.png  (image_path is relative to the folder of data.json)
 
-`path` may be that folder, its `data/` subfolder, or data.json itself.
+`path` may be that folder (the Hub snapshot, imgs.tar unpacked to imgs/), a clone's `data/`
+subfolder, or data.json itself.
 
 Options: hub: true (unverified: the Hub copy's columns and split; the published names are assumed,
 map others with `columns`, e.g. {image_path: image} when the Hub copy embeds the images; image
 paths in Hub rows are read from `image_root`), plus the common options.
 
-Scenarios: the `category` values. Categories seen in the released data.json: Illegal Activity,
-Privacy, Violent, Erotic, Hate (one more unverified), so the list is left open here.
+Scenarios: the `category` values, VLSBench's six: Illegal Activity, Violent, Hate, Privacy,
+Self-Harm, Erotic. The released data.json has a record whose instruction is empty; it is left out
+and counted (`on_empty: skip`, the default), named in the dry run and the run's summary.
 
 Intent: the instruction. Licence Apache-2.0.
 """
@@ -24,28 +26,23 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from ..errors import DataError
 from ..records import Sample
 from ..registry import register
-from .io import BenchmarkDataset, ItemError, text_fields, text_of
+from .io import BenchmarkDataset, ItemError, resolve_file, text_fields, text_of
 
+CATEGORIES = ("Illegal Activity", "Violent", "Hate", "Privacy", "Self-Harm", "Erotic")
 COLUMNS = ("instruction_id", "instruction", "image_path", "category")
 
 
 @register("dataset", "vlsbench")
 class VLSBench(BenchmarkDataset):
     license = "Apache-2.0"
-    scenarios = ()  # open: see the module docstring
+    scenarios = CATEGORIES
     hub_id = "Foreshhh/vlsbench"
 
     def _files(self) -> list[Path]:
         assert self.path is not None
-        f = self.path
-        if f.is_dir():
-            f = next((c for c in (f / "data.json", f / "data" / "data.json") if c.is_file()), f / "data.json")
-        if not f.is_file():
-            raise DataError(f"dataset 'vlsbench': {f} not found")
-        return [f]
+        return [resolve_file(self.path, self.name, ("data.json",))]
 
     def _samples(self) -> Iterator[Sample]:
         yield from self.item_samples(self.records(self._files, COLUMNS), partial(self._sample, set()))

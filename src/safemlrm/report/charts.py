@@ -348,3 +348,61 @@ def two_by_two(counts: dict[tuple[str, str], int], *, title: str, row_name: str 
             svg.text(left + j * cw + cw / 2, top + i * ch + ch / 2 + 4, str(n), anchor="middle", size=12,
                      weight="600")
     return svg.markup()
+
+
+# --- attack success against over-refusal ---------------------------------------------------------
+
+
+@dataclass
+class Point:
+    name: str
+    colour: str
+    x: float  # over-refusal, 0..1
+    x_lo: float
+    x_hi: float
+    y: float  # attack success, 0..1
+    y_lo: float
+    y_hi: float
+    tip: str
+
+
+def frontier(points: Sequence[Point], links: Sequence[tuple[str, str]], *, title: str, x_label: str,
+             y_label: str, size: float = 320) -> Markup:
+    """One dot per model (whiskers: both intervals), a base and its reasoning model joined by a line
+    (`links`: (base, reasoning) names). Lower left is best: few jailbreaks, few needless refusals."""
+    points = [p for p in points if not is_nan(p.x) and not is_nan(p.y)]
+    if not points:
+        return empty_chart(title, "no model has both harmful and benign items judged")
+    left, top, legend_w = 52.0, 30.0, min(260.0, max(text_width(p.name) for p in points) + 30)
+    width, height = left + size + 20 + legend_w, top + size + 44
+    svg = Svg(width, height, title, kind="frontier")
+    svg.text(4, 14, title, weight="600", size=12)
+    px = lambda v: left + size * max(0.0, min(1.0, v))  # noqa: E731
+    py = lambda v: top + size * (1 - max(0.0, min(1.0, v)))  # noqa: E731
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        svg.line(px(t), top, px(t), top + size, GRID, cls="grid")
+        svg.line(left, py(t), left + size, py(t), GRID, cls="grid")
+        svg.text(px(t), top + size + 14, f"{100 * t:.0f}%", anchor="middle", fill=MUTED, size=10)
+        svg.text(left - 6, py(t) + 4, f"{100 * t:.0f}%", anchor="end", fill=MUTED, size=10)
+    svg.text(left + size / 2, top + size + 32, x_label, anchor="middle", fill=MUTED, size=10)
+    svg.text(14, top + size / 2, y_label, anchor="middle", fill=MUTED, size=10, rotate=-90)
+    at = {p.name: p for p in points}
+    for base, reasoning in links:
+        if base in at and reasoning in at:
+            a, b = at[base], at[reasoning]
+            svg.line(px(a.x), py(a.y), px(b.x), py(b.y), MUTED, cls="pair-link", stroke_dasharray="4 3")
+    for p in points:
+        for lo, hi, horizontal in ((p.x_lo, p.x_hi, True), (p.y_lo, p.y_hi, False)):
+            if is_nan(lo) or is_nan(hi):
+                continue
+            if horizontal:
+                svg.line(px(lo), py(p.y), px(hi), py(p.y), INK, cls="err", width=0.8)
+            else:
+                svg.line(px(p.x), py(lo), px(p.x), py(hi), INK, cls="err", width=0.8)
+        svg._add("circle", {"cx": px(p.x), "cy": py(p.y), "r": 5.5, "fill": p.colour, "stroke": INK,
+                            "stroke_width": 0.8, "class": "point"}, p.tip)
+    for i, p in enumerate(points):
+        y = top + 8 + i * 18
+        svg.rect(left + size + 20, y - 9, 12, 12, p.colour, cls="legend-key", stroke=INK, stroke_width=0.5)
+        svg.text(left + size + 38, y + 1, clip(p.name, legend_w - 30), tip=p.name)
+    return svg.markup()

@@ -623,6 +623,21 @@ def agreement_rows(analysis: Any, results: list[RunResults], judges: list[str]) 
     return pd.DataFrame(rows), confusions
 
 
+def frontier_view(results: list[RunResults], judge: str, channel: str, asr_at: float | None, scale: Any,
+                  pairs: pd.DataFrame, order: list[str], colours: dict[str, str]) -> dict[str, Any]:
+    """The attack-success-against-over-refusal figure and its table (report/frontier.py)."""
+    from .frontier import frontier_rows, frontier_svg
+
+    threshold = asr_at if asr_at is not None else (scale.success_at if scale is not None else 1.0)
+    rows = frontier_rows(results, judge, channel, threshold)
+    fig = Figure(frontier_svg(rows, pairs, order, colours, judge, channel),
+                 "Each dot: a model; x its refusal rate on requests it should help with, y its ASR on harmful "
+                 "requests; whiskers: Wilson 95% intervals. A base model and its reasoning model share a hue "
+                 "(light: base) and are joined by a dashed line. Lower left is better.")
+    return {"frontier": fig, "frontier_table": table(rows, pct=("asr", "asr_lo", "asr_hi", "over_refusal",
+                                                                  "over_refusal_lo", "over_refusal_hi"))}
+
+
 def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The template's context and the tables written beside the report."""
     from .. import analysis
@@ -673,6 +688,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
             "headline": headline_figures(rates, j, opts.channel, order, colours),
             "headline_table": table(headline(rj), drop=("judge",)),
             "tax": tax_figure(tax, j, opts.channel), "tax_table": table(tax, drop=same),
+            **frontier_view(results, j, opts.channel, asr_at, scales.get(j), pairs, order, colours),
             "blind": blind_spot_figures(blind, j, opts.channel),
             "blind_table": table(blind[blind["flagged"]], drop=(*same, "factor")),
             "selfcorr": selfcorrection_figures(sc), "selfcorr_table": table(sc, drop=same),

@@ -83,6 +83,18 @@ def error_section(res: RunSummary) -> list[str]:
             "", md_table(res.errors), ""]
 
 
+def left_out_section(store: Store) -> str:
+    """Items the datasets left out while loading (an empty required text in the published file)."""
+    from ..preflight import stored_left_out
+
+    left = stored_left_out(store)
+    if not left:
+        return ""
+    rows = [(name, lo.count, reason) for name, lo in left.items() for reason in (lo.records or ("",))]
+    return "\n".join(["", "## Items left out while loading", "",
+                      md_table(pd.DataFrame(rows, columns=["dataset", "left out", "record"])), ""])
+
+
 def _csv(df: pd.DataFrame) -> bytes:
     # names come from data: a cell a spreadsheet would run as a formula is written as text
     from ..export import map_cells
@@ -95,5 +107,6 @@ def write_summary(store: Store) -> RunSummary:
     # write-then-rename: a run killed while writing leaves the previous file whole, never half of one
     write_atomic(store.run_dir / "metrics.csv", _csv(res.rates))
     write_atomic(store.run_dir / "outcomes.csv", _csv(res.outcomes))
-    write_atomic(store.run_dir / "summary.md", render_summary(res).encode("utf-8", "backslashreplace"))
+    text = render_summary(res) + left_out_section(store)
+    write_atomic(store.run_dir / "summary.md", text.encode("utf-8", "backslashreplace"))
     return res
