@@ -88,6 +88,8 @@ def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
     out.print(f"probes {stats.probes}, model calls {stats.model_calls} ({stats.errors} errors), "
               f"verdicts {stats.verdicts} new + {stats.verdicts_cached} from cache")
     out.print(f"summary: {run_dir / 'summary.md'}")
+    for line in stats.judge_warnings:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("serve-hint")
@@ -121,10 +123,12 @@ def serve_hint(config: Path = typer.Argument(..., help="Run config (YAML)."),
 @user_errors
 def status(run_dir: Path = typer.Argument(..., help="A run directory.")):
     """Progress of a run, stage by stage."""
+    from .judges.health import judge_health
     from .store import Store
 
     with Store(run_dir, readonly=True) as store:
         c = store.counts()
+        health = {h.judge: h for h in judge_health(store.db)}
     t = Table(title=f"status: {run_dir}")
     for col in ("stage", "what", "done", "of", "errors"):
         t.add_column(col)
@@ -132,8 +136,12 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")):
     for model, m in c["models"].items():
         t.add_row("generate", model, str(m["completed"]), str(m["planned"]), str(m["errors"]))
     for judge, n in c["verdicts"].items():
-        t.add_row("judge", judge, str(n), "", "")
+        h = health.get(judge)
+        t.add_row("judge", judge, str(n), "", f"{h.unparseable} unparseable ({h.failed} failed)" if h else "")
     out.print(t)
+    for h in health.values():
+        if h.mostly_unreadable:
+            out.print(h.warning(), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -195,6 +203,8 @@ def judge(run_dir: Path = typer.Argument(..., help="A finished run directory."),
         write_summary(store)
     out.print(f"verdicts {runner.stats.verdicts} new + {runner.stats.verdicts_cached} from cache "
               f"for judge {spec.label}")
+    for line in runner.stats.judge_warnings:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

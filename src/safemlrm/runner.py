@@ -32,6 +32,7 @@ from .config import RunConfig
 from .datasets.base import Dataset, select
 from .errors import ConfigError, ModalityMismatch, SafeMLRMError
 from .judges.base import Judge, JudgeItem, JudgeResult
+from .judges.health import health_warnings
 from .models.base import Backend, ChatRequest, apply_prompt_convention
 from .models.cards import CardCatalog, ModelCard
 from .models.reasoning import split_completion
@@ -58,6 +59,7 @@ class RunStats:
     verdicts_cached: int = 0
     planned: dict[str, int] = field(default_factory=dict)
     limiters: dict[str, AdaptiveLimiter] = field(default_factory=dict)  # by "model:NAME" / "judge:LABEL"
+    judge_warnings: list[str] = field(default_factory=list)  # judges whose verdicts are mostly unparseable
 
 
 def catalog_for(cfg: RunConfig) -> CardCatalog:
@@ -149,6 +151,8 @@ class Runner:
         registry.load_plugins()
         judges = {j.label: build_judge(j) for j in self.cfg.judges}
         try:
+            for judge in judges.values():  # an unreachable judge server stops the run before generation
+                judge.preflight()
             with Store(self.run_dir) as store:
                 self._check_identity(store)
                 backends = {m.name: build_backend(m, self.cards[m.name]) for m in self.cfg.models}
@@ -158,6 +162,7 @@ class Runner:
                 self.make_probes(store, backends)
                 self._register_judges(store, judges)
                 asyncio.run(self._pipeline(store, backends, judges))
+                self.stats.judge_warnings = health_warnings(store.db, list(judges))
                 from .report.markdown import write_summary
                 write_summary(store)
         finally:
@@ -405,6 +410,8 @@ class Runner:
 
     def judge(self, store: Store, judges: dict[str, Judge]) -> None:
         """Judge every stored completion not yet judged (no generation): `safemlrm judge`."""
+        for judge in judges.values():
+            judge.preflight()
         self._register_judges(store, judges)
 
         async def sweep() -> None:
@@ -416,6 +423,7 @@ class Runner:
                     await stream.run()
 
         asyncio.run(sweep())
+        self.stats.judge_warnings = health_warnings(store.db, list(judges))
 
     _JUDGEABLE = """
         SELECT p.rowid, c.key, c.probe_key FROM plan p JOIN completions c ON c.key = p.completion_key
@@ -479,6 +487,7 @@ class JudgeStream:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=FEED_LIMIT)
         self._closed = False
         self._in_flight: set[tuple[str, Channel]] = set()
+        self._twins: dict[tuple[str, Channel], tuple[JudgeItem, str]] = {}  # answer -> its identical `full`
         self._task: Any = None
         self.prompt_hash = judge.prompt_hash()
         self.limiter: AdaptiveLimiter | None = None
@@ -512,18 +521,31 @@ class JudgeStream:
     # --- the work list ---------------------------------------------------------------------------
     def _expand(self, keys: list[str] | None) -> Iterator[tuple[str, JudgeItem, str]]:
         """Items to judge for these completions (None: sweep), verdict-cache hits stored on the way."""
+        answers: dict[str, tuple[JudgeItem, Verdict | None]] = {}  # answers (and cache hits), for a twin `full`
         for ckey, item in self.runner._judge_items(self.store, self.label, keys,
                                                    images=getattr(self.judge, "wants_images", False)):
             if (ckey, item.channel) in self._in_flight:
                 continue
             cache_key = self.judge.cache_key(item)
+            twin = answers.pop(ckey, None) if item.channel is Channel.FULL else None
+            if twin is not None and twin[0].text == item.text and twin[1] is None:
+                # No reasoning: `full` is the answer's text. One judge call, both verdicts (stored in _store).
+                self._twins[(ckey, Channel.ANSWER)] = (item, cache_key)
+                self._in_flight.add((ckey, item.channel))
+                continue
             hit = self.store.cached_verdict(cache_key)
+            if hit is None and twin is not None and twin[0].text == item.text:
+                hit = twin[1].model_copy(update={"channel": Channel.FULL, "cache_key": cache_key})
             if hit is not None:  # the same text, query and judge were already read
                 self.store.add_verdicts([hit.model_copy(update={"completion_key": ckey, "judge": self.label})])
                 self.runner.stats.verdicts_cached += 1
                 self._advance(1)
+                if item.channel is Channel.ANSWER:
+                    answers[ckey] = (item, hit)
                 continue
             self._in_flight.add((ckey, item.channel))
+            if item.channel is Channel.ANSWER:
+                answers[ckey] = (item, None)
             yield ckey, item, cache_key
 
     async def _items(self) -> AsyncIterator[Any]:
@@ -561,6 +583,8 @@ class JudgeStream:
     # --- the judging -----------------------------------------------------------------------------
     def _store(self, done: list[tuple[str, JudgeItem, str, JudgeResult]]) -> None:
         j = self.judge
+        done = done + [(ck, *self._twins.pop((ck, it.channel)), r) for ck, it, _, r in done
+                       if (ck, it.channel) in self._twins]  # the `full` twin of an answer: same verdict
         self.store.add_verdicts(
             Verdict(completion_key=ck, channel=it.channel, judge=self.label, judge_id=j.registered_name,
                     prompt_hash=self.prompt_hash, cache_key=cache, score=r.score, label=r.label,

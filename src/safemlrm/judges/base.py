@@ -81,6 +81,10 @@ class Judge:
         return content_hash(item.channel.value, item.text, item.query, sorted(item.images),
                             *([extra] if extra else []), prefix=prefix)
 
+    def preflight(self) -> None:
+        """Check, cheaply and before any generation, that the judge can work (its server answers, its
+        checkpoint exists); raise SafeMLRMError (judges.health.JudgeUnreachable) naming what is wrong."""
+
     def close(self) -> None:
         """Release a model or connections the judge holds."""
 

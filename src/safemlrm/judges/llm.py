@@ -360,5 +360,19 @@ class LLMJudge(Judge):
         finally:
             await self.backend.aclose()
 
+    def preflight(self) -> None:
+        """openai: the server answers at its `/models` route (any HTTP status but 401/403 will do);
+        hf: a local `path` exists. A Hub id is loaded only when judging starts."""
+        from pathlib import Path
+
+        from .health import JudgeUnreachable, check_reachable
+
+        what = f"judge {self.registered_name} ({self.model_ref})"
+        if self.backend_name == "openai":
+            root = self.backend._url[: -len("/chat/completions")]
+            check_reachable(f"{what} at {self.backend.base_url}", root + "/models", self.backend._api_key())
+        elif self.backend.options.get("path") and not Path(self.backend.options["path"]).exists():
+            raise JudgeUnreachable(f"{what}: param 'path' {self.backend.options['path']} does not exist")
+
     def close(self) -> None:
         self.backend.close()
