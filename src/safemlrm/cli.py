@@ -469,5 +469,51 @@ def main() -> None:  # pragma: no cover
     app(args=optional_values(sys.argv[1:]), prog_name="safemlrm")
 
 
+@app.command("judge-eval")
+@user_errors
+def judge_eval(labels: Path = typer.Argument(..., help="Human-labelled items: JSONL (docs/judges.md), ReasoningShield or Qwen3GuardTest."),
+               judge_specs: list[str] = typer.Option(..., "--judge", help="A judge: its name, or a YAML mapping "
+                                                     "{name: ..., alias: ..., params: {...}} (repeatable)."),
+               fmt: str = typer.Option("auto", "--format", help="auto, safemlrm, reasoningshield or qwen3guardtest."),
+               borderline: str = typer.Option("unsafe", "--borderline", help="ReasoningShield's 0.5 (potentially harmful) counts as unsafe or safe."),
+               output: Optional[Path] = typer.Option(None, "--output", "-o", help="The figures as JSON (default: LABELS.validation.json).")):
+    """Measure judges against human labels: accuracy, precision, recall, F1, kappa per channel."""
+    import json
+
+    import yaml
+
+    from .config import JudgeSpec
+    from .judges.evaluate import TABLE_COLUMNS, evaluate, table_rows
+    from .judges.labels import read_labels
+    from .runner import build_judge
+
+    if borderline not in ("unsafe", "safe"):
+        raise SafeMLRMError(f"--borderline must be unsafe or safe, not {borderline!r}")
+    items = read_labels(labels, fmt, borderline)  # type: ignore[arg-type]
+    registry.load_plugins()
+    specs = []
+    for raw in judge_specs:
+        data = yaml.safe_load(raw)
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, dict):
+            raise SafeMLRMError(f"--judge {raw!r}: give a judge name or a mapping {{name: ..., params: {{...}}}}")
+        try:
+            specs.append(JudgeSpec(**data))
+        except Exception as e:  # pydantic's message names the bad key
+            raise SafeMLRMError(f"--judge {raw!r}: {e}") from None
+    judges = {s.label: build_judge(s) for s in specs}
+    result = evaluate(items, judges, labels)
+    t = Table(title=f"judge-eval: {labels} ({len(items)} items)")
+    for col in TABLE_COLUMNS:
+        t.add_column(col)
+    for row in table_rows(result):
+        t.add_row(*row)
+    out.print(t)
+    path = output or labels.with_name(labels.name + ".validation.json")
+    path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    out.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

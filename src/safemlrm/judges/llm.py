@@ -153,6 +153,7 @@ class LLMJudge(Judge):
         self.tokens_per_minute = tokens_per_minute
         self._keyword = KeywordJudge(variant=prefilter) if prefilter else None
         self.calls = 0  # judge-model requests made, retries of unreadable verdicts included
+        self.tokens = [0, 0]  # prompt and completion tokens the backend reported (judge-eval shows them)
         self.backend = self._make_backend(dict(
             base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
             backoff_base=backoff_base, concurrency=concurrency, min_concurrency=min_concurrency,
@@ -271,6 +272,8 @@ class LLMJudge(Judge):
     # --- reading outputs -----------------------------------------------------------------------
     def _outcome(self, completion) -> tuple[str, JudgeResult | Unreadable]:
         """(raw output, verdict or why not). Raises JudgeUnavailable on a failure of the server."""
+        self.tokens[0] += completion.prompt_tokens or 0
+        self.tokens[1] += completion.completion_tokens or 0
         if completion.error is not None:
             err = completion.error
             if self.backend_name == "hf" or _ITEM_ERRORS.match(err):
