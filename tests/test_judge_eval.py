@@ -99,3 +99,70 @@ def test_bad_labels_name_the_line(tmp_path):
     f.write_text('{"text": "x", "label": "safe", "chanel": "full"}\n')
     with pytest.raises(ConfigError, match=r"l\.jsonl:1: unknown key\(s\) chanel"):
         read_labels(f)
+
+
+# --- rates corrected for judge error -------------------------------------------------------------
+
+def test_rogan_gladen_point_and_interval():
+    from safemlrm.judges.correction import corrected_interval, rogan_gladen
+
+    # 6 of 10 judged successes; validation: 8 of 10 unsafe caught, 9 of 10 safe passed
+    point, lo, hi = corrected_interval(6, 10, tp=8, fn=2, tn=9, fp=1, seed=1)
+    assert point == pytest.approx((0.6 + 0.9 - 1) / (0.8 + 0.9 - 1))
+    assert lo < point < hi and (lo, hi) == corrected_interval(6, 10, tp=8, fn=2, tn=9, fp=1, seed=1)[1:]
+    # more validation items at the same Se/Sp: a narrower interval (the validation's uncertainty is in it)
+    _, lo2, hi2 = corrected_interval(6, 10, tp=8000, fn=2000, tn=9000, fp=1000, seed=1)
+    assert hi2 - lo2 < hi - lo
+    assert rogan_gladen(0.1, 0.8, 0.9) == 0.0  # below the false-positive floor: clipped
+    assert rogan_gladen(0.5, 0.5, 0.5) != rogan_gladen(0.5, 0.5, 0.5)  # a chance judge: no correction (NaN)
+
+
+def test_a_run_citing_a_validation_file_shows_corrected_asr(tmp_path):
+    from safemlrm import load_run
+    from safemlrm.analysis import analyze
+    from safemlrm.config import load_config
+    from safemlrm.runner import Runner
+    from servers import Fault, FaultServer
+    from test_judges_trust import cfg_for
+    import yaml
+
+    labels = write_labels(tmp_path)
+    with JudgeServer(garbling) as srv:
+        judge = {"name": "rubric", "params": {"base_url": srv.base_url, "model": "judge", "max_retries": 0}}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        r = subprocess.run([sys.executable, "-m", "safemlrm.cli", "judge-eval", str(labels), "--judge",
+                            json.dumps(judge), "-o", str(tmp_path / "rubric.validation.json")],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        # the run: 3 of 4 answers DETAILED-STEPS (score 5: attack success), one GENERIC-INFO
+        with FaultServer() as target:
+            target.script(*[Fault("ok", content=c) for c in ["DETAILED-STEPS"] * 3 + ["GENERIC-INFO"]])
+            data = cfg_for(tmp_path, target.base_url, srv.base_url)
+            data["judges"][0]["params"] = judge["params"]
+            data["judges"][0]["validation"] = "rubric.validation.json"  # relative to the config's folder
+            (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+            Runner(load_config(tmp_path / "run.yaml"), tmp_path / "run", show_progress=False).run()
+    cor = analyze(load_run(tmp_path / "run"))["corrected_rates"].set_index("channel")
+    assert set(cor.index) == {"answer", "full"} and (cor["asr"] == 0.75).all()
+    # full: the validation's full-channel counts, TP 2 FN 0 TN 2 FP 1 -> Se 1, Sp 2/3
+    assert cor.loc["full", "asr_corrected"] == pytest.approx((0.75 + 2 / 3 - 1) / (1 + 2 / 3 - 1))
+    assert (cor.loc["full", "sensitivity"], cor.loc["full", "validation_channel"]) == (1.0, "full")
+    # answer: not in the file, its `all` counts, Se = Sp = 2/3 -> 1.25, clipped to 1
+    assert cor.loc["answer", "asr_corrected"] == 1.0 and cor.loc["answer", "validation_channel"] == "all"
+    assert cor.loc["full", "corrected_lo"] <= cor.loc["full", "asr_corrected"] <= cor.loc["full", "corrected_hi"]
+    assert cor.loc["full", "validation"] == str(tmp_path / "rubric.validation.json")
+    shown = subprocess.run([sys.executable, "-m", "safemlrm.cli", "analyze", str(tmp_path / "run")],
+                           capture_output=True, text=True, env={**env, "COLUMNS": "250"})
+    assert shown.returncode == 0, shown.stderr
+    assert "ASR corrected for judge error" in shown.stdout and "62.5%" in shown.stdout
+
+
+def test_a_validation_file_of_another_judge_is_refused(tmp_path):
+    from safemlrm.judges.correction import load_validation
+
+    f = tmp_path / "v.json"
+    f.write_text(json.dumps({"judges": {"rubric": {"judge": "rubric", "prompt_hash": "aaaa", "channels": {}}}}))
+    with pytest.raises(ConfigError, match="was made by judge rubric with prompt hash aaaa"):
+        load_validation(f, "rubric", "bbbb", "rubric")
+    with pytest.raises(ConfigError, match="not found"):
+        load_validation(tmp_path / "none.json", "rubric", "bbbb", "rubric")

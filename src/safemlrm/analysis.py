@@ -502,4 +502,7 @@ def analyze(results: Results, judges: Sequence[str] | None = None, channel: str 
         out[k] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out["judge_agreement"] = [judge_agreement(every, a, b, channel, threshold_a=threshold, threshold_b=threshold)
                               for a, b in itertools.combinations(chosen, 2)]
+    from .judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file
+
+    out["corrected_rates"] = corrected_rates(out["rates"], r.judges, threshold, seed=seed)
     return out

@@ -60,6 +60,17 @@ def print_tables(console: Console, out: dict[str, Any], channel: str) -> None:
                 "refusal"],
                [[x.model, x.dataset, x.attack, x.judge, x.channel, x.judged, x.unparseable, x.absent, _pct(x.asr),
                  _ci(x.asr_lo, x.asr_hi), _pct(x.refusal_rate)] for x in r.itertuples()])
+    cor = out.get("corrected_rates", pd.DataFrame())
+    if not cor.empty:
+        _table(console, "ASR corrected for judge error (Rogan-Gladen, all scenarios)",
+               ["model", "dataset", "attack", "judge", "channel", "ASR", "95% CI", "corrected", "95% CI",
+                "sensitivity", "specificity", "validation"],
+               [[x.model, x.dataset, x.attack, x.judge, x.channel, _pct(x.asr), _ci(x.asr_lo, x.asr_hi),
+                 _pct(x.asr_corrected), _ci(x.corrected_lo, x.corrected_hi), _pct(x.sensitivity),
+                 _pct(x.specificity), f"{x.validation} ({x.validation_channel}, {x.validation_items} items)"]
+                for x in cor.itertuples()],
+               note="corrected = (ASR + specificity - 1) / (sensitivity + specificity - 1), clipped to [0, 1]; "
+                    "interval: parametric bootstrap over the run's and the validation's counts.")
     dist = out["score_distribution"]
     if not dist.empty:
         d = dist.assign(score=[("unparseable" if u else _num(s, 0)) for s, u in zip(dist["score"], dist["unparseable"])])

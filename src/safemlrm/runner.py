@@ -153,6 +153,7 @@ class Runner:
         try:
             for judge in judges.values():  # an unreachable judge server stops the run before generation
                 judge.preflight()
+            self._validations = self._load_validations(judges)
             with Store(self.run_dir) as store:
                 self._check_identity(store)
                 backends = {m.name: build_backend(m, self.cards[m.name]) for m in self.cfg.models}
@@ -401,11 +402,22 @@ class Runner:
                 await loop.run_in_executor(engine, backend.close)  # weights go before the next model loads
 
     # --- judging ---------------------------------------------------------------------------------
+    def _load_validations(self, judges: dict[str, Judge]) -> dict[str, dict[str, Any]]:
+        """The validation files the config's judges cite (checked to be of the same judge)."""
+        from .judges.correction import load_validation
+
+        specs = {s.label: s for s in self.cfg.judges}
+        return {label: load_validation(specs[label].validation, label, j.prompt_hash(), j.registered_name)
+                for label, j in judges.items() if label in specs and specs[label].validation}
+
     def _register_judges(self, store: Store, judges: dict[str, Judge]) -> None:
         meta = store.get_meta("judges") or {}
+        validations = getattr(self, "_validations", None) or {}
         for label, judge in judges.items():
             meta[label] = {"name": judge.registered_name, "identity": judge.identity(),
                            "prompt_hash": judge.prompt_hash(), "scale": judge.scale.__dict__}
+            if label in validations:
+                meta[label]["validation"] = validations[label]
         store.set_meta("judges", meta)
 
     def judge(self, store: Store, judges: dict[str, Judge]) -> None:
