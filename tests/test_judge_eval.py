@@ -155,6 +155,12 @@ def test_a_run_citing_a_validation_file_shows_corrected_asr(tmp_path):
                            capture_output=True, text=True, env={**env, "COLUMNS": "250"})
     assert shown.returncode == 0, shown.stderr
     assert "ASR corrected for judge error" in shown.stdout and "62.5%" in shown.stdout
+    from safemlrm.report.html import write_report
+
+    files = write_report([tmp_path / "run"], tmp_path / "report")
+    html, md = files.html.read_text(), files.summary.read_text()
+    assert "ASR corrected for judge error" in html and "62.5%" in html and "rubric.validation.json" in html
+    assert "## ASR corrected for judge error" in md and "62.5%" in md
 
 
 def test_a_validation_file_of_another_judge_is_refused(tmp_path):

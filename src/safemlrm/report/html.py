@@ -641,6 +641,11 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     scales = {label: s for r in runs for label, s in r.res.scales.items()}
     same = ("judge", "channel", "threshold")
 
+    from ..judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file
+
+    judges_meta = {label: m for r in reversed(runs) for label, m in r.res.judges.items()}
+    corrected = corrected_rates(rates, judges_meta, asr_at)
+    tables["corrected_rates"] = corrected
     views, prefilters = [], []
     for j in ordered:
         tax = analysis.reasoning_tax(results, j, channel=opts.channel, threshold=asr_at)
@@ -662,6 +667,9 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
             "blind_table": table(blind[blind["flagged"]], drop=(*same, "factor")),
             "selfcorr": selfcorrection_figures(sc), "selfcorr_table": table(sc, drop=same),
             "scores": [f for ch in CHANNELS for f in score_figures(dists[ch], j, ch, order, scales.get(j))],
+            "corrected": table(corrected[corrected["judge"] == j], drop=("judge",),
+                               pct=("asr", "asr_lo", "asr_hi", "asr_corrected", "corrected_lo", "corrected_hi",
+                                    "sensitivity", "specificity")),
             "quality": table(quality[["model", "dataset", "attack", "channel", "planned", "judged", "unparseable",
                                       "absent"]] if not quality.empty else None),
         })
@@ -671,7 +679,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     tables["prefilter_share"] = prefilter
     ctx = {
         "views": views, "primary": primary, "judges": judges, "channel": opts.channel, "overlaps": overlaps(runs),
-        "has_pairs": not pairs.empty,
+        "has_pairs": not pairs.empty, "corrected_any": not corrected.empty,
         "outcome_figure": outcome_figure(outcomes, order), "outcome_table": table(outcomes),
         "agreement": table(agreement), "confusions": confusions, "prefilter": table(prefilter),
         "provenance": [provenance(r) for r in runs],
@@ -728,6 +736,12 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
                       ["model", "dataset", "attack", "n", "runsafe_asafe", "unsafe_reasoning", "corrected_share",
                        "rsafe_aunsafe", "safe_reasoning", "reverse_share"]]) if not sc.empty
                   else "_no model with judged reasoning and answer_", ""]
+    cor = tables.get("corrected_rates")
+    if cor is not None and not cor.empty:
+        cols = ["asr", "asr_corrected", "corrected_lo", "corrected_hi", "sensitivity", "specificity"]
+        parts += ["## ASR corrected for judge error (Rogan-Gladen)", "",
+                  md_table(cor.assign(**{c: cor[c].map(_pct) for c in cols})[
+                      ["model", "dataset", "attack", "judge", "channel", *cols, "validation"]]), ""]
     return "\n".join(parts)
 
 
