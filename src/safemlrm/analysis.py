@@ -505,4 +505,7 @@ def analyze(results: Results, judges: Sequence[str] | None = None, channel: str 
     from .judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file
 
     out["corrected_rates"] = corrected_rates(out["rates"], r.judges, threshold, seed=seed)
+    from .trace_findings import all_trace_findings  # beside self-correction: what the trace knew
+
+    out["trace_findings"] = all_trace_findings(every, chosen, r.judges, threshold)
     return out

@@ -93,6 +93,19 @@ def print_tables(console: Console, out: dict[str, Any], channel: str) -> None:
                 for x in shown.itertuples()],
                note="corrected: unsafe reasoning ending in a safe answer; reverse: safe reasoning ending in an unsafe "
                     "answer. Models without reasoning are left out here (n = 0).")
+    tf = out.get("trace_findings", pd.DataFrame())
+    if not tf.empty:
+        _table(console, "what the trace knew (trace-rubric on the reasoning x another judge on the answer)",
+               ["model", "dataset", "attack", "trace judge", "answer judge", "n", "superficially safe", "95% CI",
+                "recognised, then complied", "95% CI", "unparseable"],
+               [[x.model, x.dataset, x.attack, x.trace_judge, x.answer_judge, x.n,
+                 f"{x.superficially_safe} of {x.safe_answers} ({_pct(x.superficial_share)})",
+                 _ci(x.superficial_lo, x.superficial_hi),
+                 f"{x.recognised_complied} of {x.recognised} ({_pct(x.complied_share)})",
+                 _ci(x.complied_lo, x.complied_hi), x.unparseable] for x in tf.itertuples()],
+               note="superficially safe: a safe answer whose trace never recognised the risk (share of safe answers); "
+                    "recognised, then complied: the trace names the risk, the answer is an attack success anyway "
+                    "(share of traces that recognised it).")
     tax = out["reasoning_tax"]
     if not tax.empty:
         _table(console, f"reasoning tax ({channel} channel)",

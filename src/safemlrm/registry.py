@@ -48,6 +48,7 @@ _BUILTIN_MODULES = (
     "safemlrm.judges.rubric",
     "safemlrm.judges.guard",
     "safemlrm.judges.scales",
+    "safemlrm.judges.trace",
 )
 
 

@@ -466,13 +466,15 @@ class Runner:
             seen = {r[1] for r in rows}
 
     def _judge_items(self, store: Store, label: str, completion_keys: list[str] | None = None,
-                     images: bool = False) -> Iterator[tuple[str, JudgeItem]]:
-        """Items to judge; `images`: with the probe's images (for judges with `wants_images`)."""
+                     images: bool = False, channels: Iterable[Channel] | None = None) -> Iterator[tuple[str, JudgeItem]]:
+        """Items to judge; `images`: with the probe's images (for judges with `wants_images`);
+        `channels`: only these (a judge that reads one channel, like trace-rubric)."""
+        wanted = tuple(channels) if channels else tuple(Channel)
         for ckey, probe_key in self._judgeable(store, label, completion_keys):
             response = store.response(ckey)
             probe = store.probe(probe_key)
             pics = {p.sha256: store.blobs.get(p.sha256) for m in probe.messages for p in m.images} if images else {}
-            for channel in Channel:
+            for channel in wanted:
                 text = response.channel(channel)
                 if not text or store.has_verdict(ckey, channel, label):
                     continue  # an absent channel is not judged (and never counted as safe)
@@ -535,7 +537,8 @@ class JudgeStream:
         """Items to judge for these completions (None: sweep), verdict-cache hits stored on the way."""
         answers: dict[str, tuple[JudgeItem, Verdict | None]] = {}  # answers (and cache hits), for a twin `full`
         for ckey, item in self.runner._judge_items(self.store, self.label, keys,
-                                                   images=getattr(self.judge, "wants_images", False)):
+                                                   images=getattr(self.judge, "wants_images", False),
+                                                   channels=getattr(self.judge, "channels", None)):
             if (ckey, item.channel) in self._in_flight:
                 continue
             cache_key = self.judge.cache_key(item)

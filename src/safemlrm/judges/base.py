@@ -52,6 +52,7 @@ class Judge:
     mode: ClassVar[Literal["batch", "async"]] = "batch"
     scale: ClassVar[Scale]
     wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
+    channels: ClassVar[tuple[Channel, ...] | None] = None  # the channels it reads (None: every channel)
 
     def __init__(self, **params: Any):
         self.params = params

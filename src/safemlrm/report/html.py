@@ -646,6 +646,9 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     judges_meta = {label: m for r in reversed(runs) for label, m in r.res.judges.items()}
     corrected = corrected_rates(rates, judges_meta, asr_at)
     tables["corrected_rates"] = corrected
+    from ..trace_findings import all_trace_findings
+
+    tables["trace_findings"] = traces = all_trace_findings(results, judges, judges_meta, asr_at)
     views, prefilters = [], []
     for j in ordered:
         tax = analysis.reasoning_tax(results, j, channel=opts.channel, threshold=asr_at)
@@ -680,6 +683,9 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     ctx = {
         "views": views, "primary": primary, "judges": judges, "channel": opts.channel, "overlaps": overlaps(runs),
         "has_pairs": not pairs.empty, "corrected_any": not corrected.empty,
+        "trace_findings": table(traces, drop=("threshold",), pct=("superficial_share", "superficial_lo",
+                                                                 "superficial_hi", "complied_share", "complied_lo",
+                                                                 "complied_hi")),
         "outcome_figure": outcome_figure(outcomes, order), "outcome_table": table(outcomes),
         "agreement": table(agreement), "confusions": confusions, "prefilter": table(prefilter),
         "provenance": [provenance(r) for r in runs],
@@ -736,6 +742,14 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
                       ["model", "dataset", "attack", "n", "runsafe_asafe", "unsafe_reasoning", "corrected_share",
                        "rsafe_aunsafe", "safe_reasoning", "reverse_share"]]) if not sc.empty
                   else "_no model with judged reasoning and answer_", ""]
+    tf = tables.get("trace_findings")
+    if tf is not None and not tf.empty:
+        cols = ["superficial_share", "complied_share"]
+        parts += ["## What the trace knew (trace-rubric)", "",
+                  md_table(tf.assign(**{c: tf[c].map(_pct) for c in cols})[
+                      ["model", "dataset", "attack", "trace_judge", "answer_judge", "n", "safe_answers",
+                       "superficially_safe", "superficial_share", "recognised", "recognised_complied",
+                       "complied_share"]]), ""]
     cor = tables.get("corrected_rates")
     if cor is not None and not cor.empty:
         cols = ["asr", "asr_corrected", "corrected_lo", "corrected_hi", "sensitivity", "specificity"]
