@@ -49,6 +49,7 @@ _BUILTIN_MODULES = (
     "safemlrm.judges.guard",
     "safemlrm.judges.scales",
     "safemlrm.judges.trace",
+    "safemlrm.judges.wildguard",
 )
 
 
