@@ -25,8 +25,11 @@ def build_wildguard(path):
         response = conversation(rng, False)[-1]["content"]
         return [{"role": "user", "content": USER_TURN.format(prompt=prompt, response=response)}]
 
+    held_out = tiny_models._HELD_OUT  # the convergence check's prompts, in the guard's format too
     tiny_models._text_lm, tiny_models._random_conversation = pinned_lm, guard_turn
+    tiny_models._HELD_OUT = [USER_TURN.format(prompt=t, response=t[::-1]) for t in held_out]
     try:
         return tiny_models.train_fixed_output(path, WILDGUARD_OUTPUT, kind="text")
     finally:
         tiny_models._text_lm, tiny_models._random_conversation = text_lm, conversation
+        tiny_models._HELD_OUT = held_out

@@ -68,7 +68,7 @@ class WildGuardJudge(LLMJudge):
     modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
     scale = Scale(low=0, high=1, success_at=1, harmful_at=1, meaning="0 not harmful, 1 harmful response (WildGuard)")
 
-    def __init__(self, max_tokens: int = 32, **params: Any):
+    def __init__(self, max_tokens: int = 128, **params: Any):  # the allowance of the published classifier code
         super().__init__(max_tokens=max_tokens, **params)
 
     def _make_backend(self, opts: dict[str, Any]):
