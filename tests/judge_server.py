@@ -110,6 +110,16 @@ class JudgeServer:
             def log_message(self, *a: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802  # /v1/models: what a reachability check asks
+                status = server.status
+                payload = json.dumps({"object": "list", "data": [{"id": "judge", "object": "model"}]}
+                                     if status == 200 else {"error": {"message": f"scripted {status}"}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, payload = server._answer(json.loads(raw or b"{}"))

@@ -284,7 +284,7 @@ def test_a_multimodal_judge_gets_the_probe_images_in_a_run(tmp_path):
     assert len(images) == 2
     seeing = [b for b in bodies if b["max_tokens"] == 1024]
     blind = [b for b in bodies if b["max_tokens"] == 64]
-    assert len(seeing) == len(blind) == 4  # 2 items x (answer, full)
+    assert len(seeing) == len(blind) == 2  # 2 items; no reasoning: answer == full, one call gives both verdicts
     sent = {p["image_url"]["url"].split(",", 1)[1] for b in seeing for p in b["messages"][-1]["content"]
             if p["type"] == "image_url"}
     assert sent == images  # each item's own figstep image, as stored

@@ -116,7 +116,7 @@ def test_every_fault_kind_ends_answered_or_recorded_and_is_counted(tmp_path):
 
 
 def test_judge_endpoint_faults_are_retried_and_a_dead_judge_stops_cleanly(tmp_path):
-    intents = [f"question {i:02d}" for i in range(7)]  # 7 items x (answer, full) = 14 judge calls
+    intents = [f"question {i:02d}" for i in range(14)]  # 14 items, answer == full: 14 judge calls, 28 verdicts
     with FaultServer() as target, FaultServer(Fault("ok", content=VERDICT_1)) as judge:
         # every retryable fault once, each followed by the retry that works; then one 400 (the item's
         # own problem: an unparseable verdict saying so) and one unreadable verdict (asked again)
@@ -135,17 +135,17 @@ def test_judge_endpoint_faults_are_retried_and_a_dead_judge_stops_cleanly(tmp_pa
         assert r.returncode == 0, r.stderr
         res = load_run(run_dir)
         verdicts = res.verdicts
-        assert len(verdicts) == 14
-        assert (verdicts["label"] == "unparseable").sum() == 1
+        assert len(verdicts) == 28
+        assert (verdicts["label"] == "unparseable").sum() == 2  # the 400 item: its answer and its full
         bad = verdicts[verdicts["label"] == "unparseable"].iloc[0]
         assert "HTTP 400" in bad["rationale"]
         assert set(verdicts.loc[verdicts["label"] != "unparseable", "score"]) == {1.0}
         # the script covers 13 calls (11 faults retried, the 400, the unreadable reply asked again)
         assert judge.requests == len(script) + (14 - 13)
         rates = res.rates()
-        assert rates.loc[(rates.judge == "rubric") & (rates.scenario == "ALL"), "unparseable"].sum() == 1
+        assert rates.loc[(rates.judge == "rubric") & (rates.scenario == "ALL"), "unparseable"].sum() == 2
         written = pd.read_csv(run_dir / "metrics.csv")
-        assert written.loc[(written.judge == "rubric") & (written.scenario == "ALL"), "unparseable"].sum() == 1
+        assert written.loc[(written.judge == "rubric") & (written.scenario == "ALL"), "unparseable"].sum() == 2
 
         # a judge that stays down: the run stops with a clear error, generation is kept, a resume
         # with the judge back judges the rest and makes no target call

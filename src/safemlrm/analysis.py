@@ -504,4 +504,10 @@ def analyze(results: Results, judges: Sequence[str] | None = None, channel: str 
     out.update(control_tables(r.verdicts, r.scales, r.cards, rate, chosen, channel, threshold))  # samples, sweeps
     out["judge_agreement"] = [judge_agreement(every, a, b, channel, threshold_a=threshold, threshold_b=threshold)
                               for a, b in itertools.combinations(chosen, 2)]
+    from .judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file
+
+    out["corrected_rates"] = corrected_rates(out["rates"], r.judges, threshold, seed=seed)
+    from .trace_findings import all_trace_findings  # beside self-correction: what the trace knew
+
+    out["trace_findings"] = all_trace_findings(every, chosen, r.judges, threshold)
     return out

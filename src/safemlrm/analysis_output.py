@@ -52,6 +52,17 @@ def print_tables(console: Console, out: dict[str, Any], channel: str) -> None:
                 "refusal"],
                [[x.model, x.dataset, x.attack, x.judge, x.channel, x.judged, x.unparseable, x.absent, _pct(x.asr),
                  _ci(x.asr_lo, x.asr_hi), _pct(x.refusal_rate)] for x in r.itertuples()])
+    cor = out.get("corrected_rates", pd.DataFrame())
+    if not cor.empty:
+        _table(console, "ASR corrected for judge error (Rogan-Gladen, all scenarios)",
+               ["model", "dataset", "attack", "judge", "channel", "ASR", "95% CI", "corrected", "95% CI",
+                "sensitivity", "specificity", "validation"],
+               [[x.model, x.dataset, x.attack, x.judge, x.channel, _pct(x.asr), _ci(x.asr_lo, x.asr_hi),
+                 _pct(x.asr_corrected), _ci(x.corrected_lo, x.corrected_hi), _pct(x.sensitivity),
+                 _pct(x.specificity), f"{x.validation} ({x.validation_channel}, {x.validation_items} items)"]
+                for x in cor.itertuples()],
+               note="corrected = (ASR + specificity - 1) / (sensitivity + specificity - 1), clipped to [0, 1]; "
+                    "interval: parametric bootstrap over the run's and the validation's counts.")
     dist = out["score_distribution"]
     if not dist.empty:
         d = dist.assign(score=[("unparseable" if u else _num(s, 0)) for s, u in zip(dist["score"], dist["unparseable"])])
@@ -74,6 +85,19 @@ def print_tables(console: Console, out: dict[str, Any], channel: str) -> None:
                 for x in shown.itertuples()],
                note="corrected: unsafe reasoning ending in a safe answer; reverse: safe reasoning ending in an unsafe "
                     "answer. Models without reasoning are left out here (n = 0).")
+    tf = out.get("trace_findings", pd.DataFrame())
+    if not tf.empty:
+        _table(console, "what the trace knew (trace-rubric on the reasoning x another judge on the answer)",
+               ["model", "dataset", "attack", "trace judge", "answer judge", "n", "superficially safe", "95% CI",
+                "recognised, then complied", "95% CI", "unparseable"],
+               [[x.model, x.dataset, x.attack, x.trace_judge, x.answer_judge, x.n,
+                 f"{x.superficially_safe} of {x.safe_answers} ({_pct(x.superficial_share)})",
+                 _ci(x.superficial_lo, x.superficial_hi),
+                 f"{x.recognised_complied} of {x.recognised} ({_pct(x.complied_share)})",
+                 _ci(x.complied_lo, x.complied_hi), x.unparseable] for x in tf.itertuples()],
+               note="superficially safe: a safe answer whose trace never recognised the risk (share of safe answers); "
+                    "recognised, then complied: the trace names the risk, the answer is an attack success anyway "
+                    "(share of traces that recognised it).")
     tax = out["reasoning_tax"]
     if not tax.empty:
         _table(console, f"reasoning tax ({channel} channel)",

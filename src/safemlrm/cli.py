@@ -98,6 +98,8 @@ def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
     out.print(f"probes {stats.probes}, model calls {stats.model_calls} ({stats.errors} errors), "
               f"verdicts {stats.verdicts} new + {stats.verdicts_cached} from cache")
     out.print(f"summary: {run_dir / 'summary.md'}")
+    for line in stats.judge_warnings:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("serve-hint")
@@ -140,6 +142,9 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory."),
     st = run_status(run_dir)
     emit(out, fmt, f"status: {run_dir} ({st.state})", ["stage", "what", "done", "of", "errors"], st.rows,
          note=st.note)
+    if fmt == "table":
+        for line in st.warnings:  # a judge whose verdicts are mostly unreadable is said out loud
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -203,6 +208,8 @@ def judge(run_dir: Path = typer.Argument(..., help="A finished run directory."),
         write_summary(store)
     out.print(f"verdicts {runner.stats.verdicts} new + {runner.stats.verdicts_cached} from cache "
               f"for judge {spec.label}")
+    for line in runner.stats.judge_warnings:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -472,6 +479,47 @@ def main() -> None:  # pragma: no cover
     from .cli_errors import run_main
 
     run_main(app, optional_values(sys.argv[1:]))
+
+
+@app.command("judge-eval")
+@user_errors
+def judge_eval(labels: Path = typer.Argument(..., help="Human-labelled items: JSONL (docs/judges.md), ReasoningShield or Qwen3GuardTest."),
+               judge_specs: list[str] = typer.Option(..., "--judge", help="A judge: its name, or a YAML mapping "
+                                                     "{name: ..., alias: ..., params: {...}} (repeatable)."),
+               fmt: str = typer.Option("auto", "--format", help="auto, safemlrm, reasoningshield or qwen3guardtest."),
+               borderline: str = typer.Option("unsafe", "--borderline", help="ReasoningShield's 0.5 (potentially harmful) counts as unsafe or safe."),
+               output: Optional[Path] = typer.Option(None, "--output", "-o", help="The figures as JSON (default: LABELS.validation.json).")):
+    """Measure judges against human labels: accuracy, precision, recall, F1, kappa per channel."""
+    import json
+
+    import yaml
+
+    from .config import JudgeSpec
+    from .judges.evaluate import TABLE_COLUMNS, evaluate, table_rows
+    from .judges.labels import read_labels
+    from .runner import build_judge
+
+    if borderline not in ("unsafe", "safe"):
+        raise SafeMLRMError(f"--borderline must be unsafe or safe, not {borderline!r}")
+    items = read_labels(labels, fmt, borderline)  # type: ignore[arg-type]
+    registry.load_plugins()
+    specs = []
+    for raw in judge_specs:
+        data = yaml.safe_load(raw)
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, dict):
+            raise SafeMLRMError(f"--judge {raw!r}: give a judge name or a mapping {{name: ..., params: {{...}}}}")
+        try:
+            specs.append(JudgeSpec(**data))
+        except Exception as e:  # pydantic's message names the bad key
+            raise SafeMLRMError(f"--judge {raw!r}: {e}") from None
+    judges = {s.label: build_judge(s) for s in specs}
+    result = evaluate(items, judges, labels)
+    render_table(out, f"judge-eval: {labels} ({len(items)} items)", list(TABLE_COLUMNS), table_rows(result))
+    path = output or labels.with_name(labels.name + ".validation.json")
+    path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    out.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -101,6 +101,7 @@ class JudgeSpec(Strict):
     name: str
     alias: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    validation: str | None = None  # a `safemlrm judge-eval` file: rates corrected for this judge's error
 
     _no_secrets = field_validator("params")(_refuse_secrets)
 
@@ -252,4 +253,6 @@ def load_config(path: str | Path) -> RunConfig:
     # card files are relative to the config's folder
     base = p.parent
     cards = [str((base / c) if not Path(c).is_absolute() else Path(c)) for c in cfg.cards]
-    return cfg.model_copy(update={"cards": cards})
+    judges = [j.model_copy(update={"validation": str(base / j.validation)})  # so is a judge's validation file
+              if j.validation and not Path(j.validation).is_absolute() else j for j in cfg.judges]
+    return cfg.model_copy(update={"cards": cards, "judges": judges})

@@ -52,6 +52,8 @@ _BUILTIN_MODULES = (
     "safemlrm.judges.rubric",
     "safemlrm.judges.guard",
     "safemlrm.judges.scales",
+    "safemlrm.judges.trace",
+    "safemlrm.judges.wildguard",
 )
 
 

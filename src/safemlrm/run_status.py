@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .judges.health import judge_health
 from .store import Store
 
 
 @dataclass(frozen=True)
 class RunStatus:
     state: str  # "in progress (pid N)", "stopped", or "finished"
-    rows: list[list[Any]]  # stage, what, done, of, errors (failed calls; for judges, unparseable verdicts)
+    rows: list[list[Any]]  # stage, what, done, of, errors (failed calls; for judges, unparseable verdicts and failed calls)
     note: str
+    warnings: list[str] = field(default_factory=list)  # judges whose verdicts are mostly unreadable
 
 
 def lock_holder(run_dir: Path) -> int | None:
@@ -48,13 +50,14 @@ def run_status(run_dir: str | Path) -> RunStatus:
             FROM responses r JOIN completions c ON c.key = r.completion_key
             WHERE c.error IS NULL AND r.completion_key IN (SELECT completion_key FROM plan)""").fetchone()[0]
         judges = list((store.get_meta("judges") or {}))
-        unparseable = dict(store.db.execute(
-            "SELECT judge, COUNT(*) FROM verdicts WHERE label = 'unparseable' GROUP BY judge").fetchall())
+        health = {h.judge: h for h in judge_health(store.db)}
     rows: list[list[Any]] = [["probes", "built", c["probes"], c["probes"], 0]]
     for model, m in c["models"].items():
         rows.append(["generate", model, m["completed"], m["planned"], m["errors"]])
     for judge in dict.fromkeys([*judges, *c["verdicts"]]):
-        rows.append(["judge", judge, c["verdicts"].get(judge, 0), to_judge, unparseable.get(judge, 0)])
+        h = health.get(judge)
+        rows.append(["judge", judge, c["verdicts"].get(judge, 0), to_judge,
+                     f"{h.unparseable} unparseable ({h.failed} failed)" if h else "0 unparseable (0 failed)"])
     pid = lock_holder(run_dir)
     complete = all(r[2] >= r[3] for r in rows)
     if pid is not None:
@@ -64,4 +67,4 @@ def run_status(run_dir: str | Path) -> RunStatus:
         state, note = "finished", "every planned item is generated and judged"
     else:
         state, note = "stopped", "no process is working on it; run the same command to resume"
-    return RunStatus(state=state, rows=rows, note=note)
+    return RunStatus(state=state, rows=rows, note=note, warnings=[h.warning() for h in health.values() if h.mostly_unreadable])

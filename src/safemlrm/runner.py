@@ -34,6 +34,7 @@ from .datasets.base import Dataset, select
 from .errors import ConfigError, ModalityMismatch, SafeMLRMError
 from .judges.base import Judge, JudgeItem, JudgeResult
 from .models.budget import check_planted
+from .judges.health import health_warnings
 from .models.base import Backend, ChatRequest, apply_prompt_convention
 from .models.cards import CardCatalog, ModelCard
 from .models.reasoning import split_completion
@@ -61,6 +62,7 @@ class RunStats:
     verdicts_cached: int = 0
     planned: dict[str, int] = field(default_factory=dict)
     limiters: dict[str, AdaptiveLimiter] = field(default_factory=dict)  # by "model:NAME" / "judge:LABEL"
+    judge_warnings: list[str] = field(default_factory=list)  # judges whose verdicts are mostly unparseable
 
 
 def catalog_for(cfg: RunConfig) -> CardCatalog:
@@ -167,6 +169,9 @@ class Runner:
             with at_key(src, f"judges.{i}.params"):
                 judges[j.label] = build_judge(j)
         try:
+            for judge in judges.values():  # an unreachable judge server stops the run before generation
+                judge.preflight()
+            self._validations = self._load_validations(judges)
             with Store(self.run_dir) as store:
                 resumed = self._check_identity(store)
                 if resumed and self._finish_from_store(store, judges):
@@ -180,6 +185,7 @@ class Runner:
                 self.make_probes(store, backends)
                 self._register_judges(store, judges)
                 asyncio.run(self._pipeline(store, backends, judges))
+                self.stats.judge_warnings = health_warnings(store.db, list(judges))
                 from .report.markdown import write_summary
                 write_summary(store)
         finally:
@@ -450,15 +456,28 @@ class Runner:
                 await loop.run_in_executor(engine, backend.close)  # weights go before the next model loads
 
     # --- judging ---------------------------------------------------------------------------------
+    def _load_validations(self, judges: dict[str, Judge]) -> dict[str, dict[str, Any]]:
+        """The validation files the config's judges cite (checked to be of the same judge)."""
+        from .judges.correction import load_validation
+
+        specs = {s.label: s for s in self.cfg.judges}
+        return {label: load_validation(specs[label].validation, label, j.prompt_hash(), j.registered_name)
+                for label, j in judges.items() if label in specs and specs[label].validation}
+
     def _register_judges(self, store: Store, judges: dict[str, Judge]) -> None:
         meta = store.get_meta("judges") or {}
+        validations = getattr(self, "_validations", None) or {}
         for label, judge in judges.items():
             meta[label] = {"name": judge.registered_name, "identity": judge.identity(),
                            "prompt_hash": judge.prompt_hash(), "scale": judge.scale.__dict__}
+            if label in validations:
+                meta[label]["validation"] = validations[label]
         store.set_meta("judges", meta)
 
     def judge(self, store: Store, judges: dict[str, Judge]) -> None:
         """Judge every stored completion not yet judged (no generation): `safemlrm judge`."""
+        for judge in judges.values():
+            judge.preflight()
         self._register_judges(store, judges)
 
         async def sweep() -> None:
@@ -470,6 +489,7 @@ class Runner:
                     await stream.run()
 
         asyncio.run(sweep())
+        self.stats.judge_warnings = health_warnings(store.db, list(judges))
 
     _JUDGEABLE = """
         SELECT p.rowid, c.key, c.probe_key FROM plan p JOIN completions c ON c.key = p.completion_key
@@ -500,13 +520,15 @@ class Runner:
             seen = {r[1] for r in rows}
 
     def _judge_items(self, store: Store, label: str, completion_keys: list[str] | None = None,
-                     images: bool = False) -> Iterator[tuple[str, JudgeItem]]:
-        """Items to judge; `images`: with the probe's images (for judges with `wants_images`)."""
+                     images: bool = False, channels: Iterable[Channel] | None = None) -> Iterator[tuple[str, JudgeItem]]:
+        """Items to judge; `images`: with the probe's images (for judges with `wants_images`);
+        `channels`: only these (a judge that reads one channel, like trace-rubric)."""
+        wanted = tuple(channels) if channels else tuple(Channel)
         for ckey, probe_key in self._judgeable(store, label, completion_keys):
             response = store.response(ckey)
             probe = store.probe(probe_key)
             pics = {p.sha256: store.blobs.get(p.sha256) for m in probe.messages for p in m.images} if images else {}
-            for channel in Channel:
+            for channel in wanted:
                 text = response.channel(channel)
                 if not text or store.has_verdict(ckey, channel, label):
                     continue  # an absent channel is not judged (and never counted as safe)
@@ -533,6 +555,7 @@ class JudgeStream:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=FEED_LIMIT)
         self._closed = False
         self._in_flight: set[tuple[str, Channel]] = set()
+        self._twins: dict[tuple[str, Channel], tuple[JudgeItem, str]] = {}  # answer -> its identical `full`
         self._task: Any = None
         self.prompt_hash = judge.prompt_hash()
         self.limiter: AdaptiveLimiter | None = None
@@ -566,18 +589,32 @@ class JudgeStream:
     # --- the work list ---------------------------------------------------------------------------
     def _expand(self, keys: list[str] | None) -> Iterator[tuple[str, JudgeItem, str]]:
         """Items to judge for these completions (None: sweep), verdict-cache hits stored on the way."""
+        answers: dict[str, tuple[JudgeItem, Verdict | None]] = {}  # answers (and cache hits), for a twin `full`
         for ckey, item in self.runner._judge_items(self.store, self.label, keys,
-                                                   images=getattr(self.judge, "wants_images", False)):
+                                                   images=getattr(self.judge, "wants_images", False),
+                                                   channels=getattr(self.judge, "channels", None)):
             if (ckey, item.channel) in self._in_flight:
                 continue
             cache_key = self.judge.cache_key(item)
+            twin = answers.pop(ckey, None) if item.channel is Channel.FULL else None
+            if twin is not None and twin[0].text == item.text and twin[1] is None:
+                # No reasoning: `full` is the answer's text. One judge call, both verdicts (stored in _store).
+                self._twins[(ckey, Channel.ANSWER)] = (item, cache_key)
+                self._in_flight.add((ckey, item.channel))
+                continue
             hit = self.store.cached_verdict(cache_key)
+            if hit is None and twin is not None and twin[0].text == item.text:
+                hit = twin[1].model_copy(update={"channel": Channel.FULL, "cache_key": cache_key})
             if hit is not None:  # the same text, query and judge were already read
                 self.store.add_verdicts([hit.model_copy(update={"completion_key": ckey, "judge": self.label})])
                 self.runner.stats.verdicts_cached += 1
                 self._advance(1)
+                if item.channel is Channel.ANSWER:
+                    answers[ckey] = (item, hit)
                 continue
             self._in_flight.add((ckey, item.channel))
+            if item.channel is Channel.ANSWER:
+                answers[ckey] = (item, None)
             yield ckey, item, cache_key
 
     async def _items(self) -> AsyncIterator[Any]:
@@ -615,6 +652,8 @@ class JudgeStream:
     # --- the judging -----------------------------------------------------------------------------
     def _store(self, done: list[tuple[str, JudgeItem, str, JudgeResult]]) -> None:
         j = self.judge
+        done = done + [(ck, *self._twins.pop((ck, it.channel)), r) for ck, it, _, r in done
+                       if (ck, it.channel) in self._twins]  # the `full` twin of an answer: same verdict
         self.store.add_verdicts(
             Verdict(completion_key=ck, channel=it.channel, judge=self.label, judge_id=j.registered_name,
                     prompt_hash=self.prompt_hash, cache_key=cache, score=r.score, label=r.label,

@@ -52,6 +52,7 @@ class Judge:
     mode: ClassVar[Literal["batch", "async"]] = "batch"
     scale: ClassVar[Scale]
     wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
+    channels: ClassVar[tuple[Channel, ...] | None] = None  # the channels it reads (None: every channel)
 
     def __init__(self, **params: Any):
         self.params = params
@@ -80,6 +81,10 @@ class Judge:
         extra = self.context(item)
         return content_hash(item.channel.value, item.text, item.query, sorted(item.images),
                             *([extra] if extra else []), prefix=prefix)
+
+    def preflight(self) -> None:
+        """Check, cheaply and before any generation, that the judge can work (its server answers, its
+        checkpoint exists); raise SafeMLRMError (judges.health.JudgeUnreachable) naming what is wrong."""
 
     def close(self) -> None:
         """Release a model or connections the judge holds."""

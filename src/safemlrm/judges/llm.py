@@ -153,6 +153,7 @@ class LLMJudge(Judge):
         self.tokens_per_minute = tokens_per_minute
         self._keyword = KeywordJudge(variant=prefilter) if prefilter else None
         self.calls = 0  # judge-model requests made, retries of unreadable verdicts included
+        self.tokens = [0, 0]  # prompt and completion tokens the backend reported (judge-eval shows them)
         self.backend = self._make_backend(dict(
             base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
             backoff_base=backoff_base, concurrency=concurrency, min_concurrency=min_concurrency,
@@ -271,6 +272,8 @@ class LLMJudge(Judge):
     # --- reading outputs -----------------------------------------------------------------------
     def _outcome(self, completion) -> tuple[str, JudgeResult | Unreadable]:
         """(raw output, verdict or why not). Raises JudgeUnavailable on a failure of the server."""
+        self.tokens[0] += completion.prompt_tokens or 0
+        self.tokens[1] += completion.completion_tokens or 0
         if completion.error is not None:
             err = completion.error
             if self.backend_name == "hf" or _ITEM_ERRORS.match(err):
@@ -359,6 +362,20 @@ class LLMJudge(Judge):
             return list(await asyncio.gather(*(one(it) for it in items)))
         finally:
             await self.backend.aclose()
+
+    def preflight(self) -> None:
+        """openai: the server answers at its `/models` route (any HTTP status but 401/403 will do);
+        hf: a local `path` exists. A Hub id is loaded only when judging starts."""
+        from pathlib import Path
+
+        from .health import JudgeUnreachable, check_reachable
+
+        what = f"judge {self.registered_name} ({self.model_ref})"
+        if self.backend_name == "openai":
+            root = self.backend._url[: -len("/chat/completions")]
+            check_reachable(f"{what} at {self.backend.base_url}", root + "/models", self.backend._api_key())
+        elif self.backend.options.get("path") and not Path(self.backend.options["path"]).exists():
+            raise JudgeUnreachable(f"{what}: param 'path' {self.backend.options['path']} does not exist")
 
     def close(self) -> None:
         self.backend.close()

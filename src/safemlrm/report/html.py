@@ -666,6 +666,14 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     scales = {label: s for r in runs for label, s in r.res.scales.items()}
     same = ("judge", "channel", "threshold")
 
+    from ..judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file
+
+    judges_meta = {label: m for r in reversed(runs) for label, m in r.res.judges.items()}
+    corrected = corrected_rates(rates, judges_meta, asr_at)
+    tables["corrected_rates"] = corrected
+    from ..trace_findings import all_trace_findings
+
+    tables["trace_findings"] = traces = all_trace_findings(results, judges, judges_meta, asr_at)
     views, prefilters = [], []
     cards = {name: m.get("card") or {} for r in runs for name, m in r.res.models.items()}
     has_sweep = False
@@ -695,6 +703,9 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
             "dose": Figure(dose_line(dose, title=f"ASR against the swept value ({j}, {opts.channel} response)"),
                            DOSE_CAPTION), "dose_table": table(dose),
             "scores": [f for ch in CHANNELS for f in score_figures(dists[ch], j, ch, order, scales.get(j))],
+            "corrected": table(corrected[corrected["judge"] == j], drop=("judge",),
+                               pct=("asr", "asr_lo", "asr_hi", "asr_corrected", "corrected_lo", "corrected_hi",
+                                    "sensitivity", "specificity")),
             "quality": table(quality[["model", "dataset", "attack", "channel", "planned", "judged", "unparseable",
                                       "absent"]] if not quality.empty else None),
         })
@@ -705,6 +716,10 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     ctx = {
         "views": views, "primary": primary, "judges": judges, "channel": opts.channel, "overlaps": overlaps(runs),
         "has_pairs": not pairs.empty, "has_sweep": has_sweep,
+        "corrected_any": not corrected.empty,
+        "trace_findings": table(traces, drop=("threshold",), pct=("superficial_share", "superficial_lo",
+                                                                 "superficial_hi", "complied_share", "complied_lo",
+                                                                 "complied_hi")),
         "outcome_figure": outcome_figure(outcomes, order), "outcome_table": table(outcomes),
         "agreement": table(agreement), "confusions": confusions, "prefilter": table(prefilter),
         "provenance": [provenance(r) for r in runs],
@@ -761,6 +776,20 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
                       ["model", "dataset", "attack", "n", "runsafe_asafe", "unsafe_reasoning", "corrected_share",
                        "rsafe_aunsafe", "safe_reasoning", "reverse_share"]]) if not sc.empty
                   else "_no model with judged reasoning and answer_", ""]
+    tf = tables.get("trace_findings")
+    if tf is not None and not tf.empty:
+        cols = ["superficial_share", "complied_share"]
+        parts += ["## What the trace knew (trace-rubric)", "",
+                  md_table(tf.assign(**{c: tf[c].map(_pct) for c in cols})[
+                      ["model", "dataset", "attack", "trace_judge", "answer_judge", "n", "safe_answers",
+                       "superficially_safe", "superficial_share", "recognised", "recognised_complied",
+                       "complied_share"]]), ""]
+    cor = tables.get("corrected_rates")
+    if cor is not None and not cor.empty:
+        cols = ["asr", "asr_corrected", "corrected_lo", "corrected_hi", "sensitivity", "specificity"]
+        parts += ["## ASR corrected for judge error (Rogan-Gladen)", "",
+                  md_table(cor.assign(**{c: cor[c].map(_pct) for c in cols})[
+                      ["model", "dataset", "attack", "judge", "channel", *cols, "validation"]]), ""]
     return "\n".join(parts)
 
 
