@@ -237,7 +237,7 @@ def test_piped_tables_at_80_columns_cut_no_name(tmp_path, server):
 def test_formats_for_scripts_and_version(tmp_path, server):
     finished_run(tmp_path, server)
     st = json.loads(cli("status", "done", "--format", "json", cwd=tmp_path).stdout)
-    assert {"stage": "judge", "what": "keyword", "done": 6, "of": 6, "errors": 0} in st  # answer and full of 3 items
+    assert {"stage": "judge", "what": "keyword", "done": 6, "of": 6, "errors": 0, "unparseable": 0} in st  # answer and full of 3 items
     table = cli("status", "done", cwd=tmp_path).stdout
     assert "(finished)" in table
     rows = list(csv.reader(io.StringIO(cli("list", "judges", "--format", "csv").stdout)))

@@ -140,7 +140,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory."),
 
     check_format(fmt)
     st = run_status(run_dir)
-    emit(out, fmt, f"status: {run_dir} ({st.state})", ["stage", "what", "done", "of", "errors"], st.rows,
+    emit(out, fmt, f"status: {run_dir} ({st.state})", ["stage", "what", "done", "of", "errors", "unparseable"], st.rows,
          note=st.note)
     if fmt == "table":
         for line in st.warnings:  # a judge whose verdicts are mostly unreadable is said out loud

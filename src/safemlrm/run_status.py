@@ -15,7 +15,7 @@ from .store import Store
 @dataclass(frozen=True)
 class RunStatus:
     state: str  # "in progress (pid N)", "stopped", or "finished"
-    rows: list[list[Any]]  # stage, what, done, of, errors (failed calls; for judges, unparseable verdicts and failed calls)
+    rows: list[list[Any]]  # stage, what, done, of, errors, unparseable (judges' unreadable verdicts)
     note: str
     warnings: list[str] = field(default_factory=list)  # judges whose verdicts are mostly unreadable
 
@@ -51,13 +51,14 @@ def run_status(run_dir: str | Path) -> RunStatus:
             WHERE c.error IS NULL AND r.completion_key IN (SELECT completion_key FROM plan)""").fetchone()[0]
         judges = list((store.get_meta("judges") or {}))
         health = {h.judge: h for h in judge_health(store.db)}
-    rows: list[list[Any]] = [["probes", "built", c["probes"], c["probes"], 0]]
+    rows: list[list[Any]] = [["probes", "built", c["probes"], c["probes"], 0, ""]]
     for model, m in c["models"].items():
-        rows.append(["generate", model, m["completed"], m["planned"], m["errors"]])
+        rows.append(["generate", model, m["completed"], m["planned"], m["errors"], ""])
     for judge in dict.fromkeys([*judges, *c["verdicts"]]):
         h = health.get(judge)
-        rows.append(["judge", judge, c["verdicts"].get(judge, 0), to_judge,
-                     f"{h.unparseable} unparseable ({h.failed} failed)" if h else "0 unparseable (0 failed)"])
+        # errors: calls that failed; unparseable: verdicts the judge gave that could not be read
+        rows.append(["judge", judge, c["verdicts"].get(judge, 0), to_judge, h.failed if h else 0,
+                     h.unparseable if h else 0])
     pid = lock_holder(run_dir)
     complete = all(r[2] >= r[3] for r in rows)
     if pid is not None:
