@@ -1,7 +1,8 @@
-import json
 """Judges you can trust, through the real pipeline: one judge call when `full` is the answer's text,
 a judge that mostly fails said loudly, an unreachable judge found before any generation."""
 from __future__ import annotations
+
+import json
 
 import os
 import subprocess
