@@ -52,6 +52,12 @@ class Judge:
     mode: ClassVar[Literal["batch", "async"]] = "batch"
     scale: ClassVar[Scale]
     wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
+    streaming: ClassVar[bool | None] = None  # judge alongside generation; None: the runner decides by mode
+    # an async judge's limits (LLM judges set them from their params); None: the runner's defaults
+    concurrency: int | None = None
+    min_concurrency: int | None = None
+    max_concurrency: int | None = None
+    tokens_per_minute: int | None = None
 
     def __init__(self, **params: Any):
         self.params = params

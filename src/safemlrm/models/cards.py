@@ -49,7 +49,7 @@ class ModelCard(BaseModel):
     notes: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelCard":
+    def _check(self) -> ModelCard:
         if self.prompt_style != "none" and not self.instruction:
             raise ValueError(f"prompt_style {self.prompt_style!r} needs an instruction")
         return self
@@ -98,7 +98,7 @@ class CardCatalog:
             self.add(card)
 
     @classmethod
-    def builtin(cls) -> "CardCatalog":
+    def builtin(cls) -> CardCatalog:
         cat = cls()
         for entry in sorted(resources.files("safemlrm.cards").iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".yaml"):
