@@ -47,6 +47,7 @@ def run_with_card(tmp_path, model_dir, card_extra: dict, options: dict | None = 
     assert stats.model_calls == 1 and stats.errors == 0  # a real load and a real generation happened
 
 
+@pytest.mark.slow
 def test_a_card_without_the_flag_never_trusts_remote_code(tmp_path, tiny_thinker, loads):
     # the flag is no backend option: only the card, which names the model, decides
     with pytest.raises(ConfigError, match=r"key 'models.0.options.trust_remote_code': unknown key"):
@@ -58,6 +59,7 @@ def test_a_card_without_the_flag_never_trusts_remote_code(tmp_path, tiny_thinker
     assert not any(flag is True for _, _, flag in loads), loads  # nor by transformers on our behalf
 
 
+@pytest.mark.slow
 def test_a_card_that_names_the_flag_passes_it(tmp_path, tiny_thinker, loads):
     run_with_card(tmp_path, tiny_thinker, {"trust_remote_code": True})
     ours = [(name, flag) for name, caller, flag in loads if caller.startswith("safemlrm")]

@@ -32,7 +32,8 @@ class PluginOptions(BaseModel):
 def _listed_names(cls: type) -> tuple[str, ...] | None:
     """The option names a not-yet-converted plugin lists by hand, or None when it lists none."""
     if hasattr(cls, "_common") and hasattr(cls, "extra_options"):  # datasets.io.BenchmarkDataset
-        return cls._common + (cls._hub if getattr(cls, "hub_id", None) else ()) + cls.extra_options
+        hub: tuple[str, ...] = getattr(cls, "_hub", ()) if getattr(cls, "hub_id", None) else ()
+        return cls._common + hub + cls.extra_options
     param_names = getattr(cls, "_param_names", None)  # judges.llm.LLMJudge
     if callable(param_names):
         return tuple(sorted(param_names()))
@@ -65,8 +66,9 @@ def options_model(cls: type) -> type[PluginOptions]:
     return _derived[cls]
 
 
-def check_options(kind: str, name: str, cls: type, values: dict[str, Any], *, where: str, key: str) -> PluginOptions:
-    """Validate `values` against the plugin's declaration; a ConfigError in the run config's format.
+def check_options(kind: str, name: str, cls: type, values: dict[str, Any], *, where: str, key: str) -> Any:
+    """Validate `values` against the plugin's declaration (returns an instance of its Options); a
+    ConfigError in the run config's format.
 
     `where`: the config file; `key`: the key path of the mapping, e.g. "models.0.options".
     """
