@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install clean-runs test-vllm bench
+.PHONY: test test-fast check lint types demo install clean-runs test-vllm bench
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,19 @@ test: $(STAMP)
 	# the report tests open the HTML in a real headless browser: Debian's chromium (about 25 s to install)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	HF_HUB_OFFLINE=1 SAFEMLRM_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
+
+# the tests that load no model and start no server (slow ones carry @pytest.mark.slow)
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check src tests
+
+types: $(STAMP)
+	$(BIN)/python -m mypy
+
+# lint, types and the fast tests: what to run before a commit (.pre-commit-config.yaml runs the first two)
+check: lint types test-fast
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/safemlrm run configs/demo.yaml --out runs/demo

@@ -76,7 +76,7 @@ class JudgeServer:
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
-    def script(self, *outputs: str) -> "JudgeServer":
+    def script(self, *outputs: str) -> JudgeServer:
         with self._lock:
             self._queue.extend(outputs)
         return self
@@ -101,7 +101,7 @@ class JudgeServer:
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
         return 200, json.dumps(data).encode()
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self) -> JudgeServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):

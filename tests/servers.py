@@ -31,7 +31,8 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Iterator
 
 import pytest
 
@@ -253,7 +254,7 @@ class Fault:
         return str(self.status) if self.kind == "http" else self.kind
 
     @classmethod
-    def of(cls, spec: "Fault | str | int") -> "Fault":
+    def of(cls, spec: Fault | str | int) -> Fault:
         """'ok', 'reset', 503, '429', ... -> Fault."""
         if isinstance(spec, Fault):
             return spec
@@ -308,7 +309,7 @@ class FaultServer:
         self.port: int | None = None
 
     # --- control --------------------------------------------------------------------------
-    def script(self, *behaviours: Fault | str | int) -> "FaultServer":
+    def script(self, *behaviours: Fault | str | int) -> FaultServer:
         with self._lock:
             self._queue.extend(Fault.of(b) for b in behaviours)
         return self
@@ -326,7 +327,7 @@ class FaultServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         server = self
 
         class Handler(_FaultHandler):
@@ -355,7 +356,7 @@ class FaultServer:
             self._thread.join(5)
             self._thread = None
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -68,6 +68,7 @@ def test_vl_batch_in_input_order_and_same_as_alone(vl_model):
         assert (solo.text, solo.completion_tokens, solo.prompt_tokens) == (c.text, c.completion_tokens, c.prompt_tokens)
 
 
+@pytest.mark.slow
 def test_identity_is_cheap_and_follows_the_template(tiny_qwen25vl):
     b = backend(tiny_qwen25vl)
     ident = b.identity()
@@ -87,6 +88,7 @@ def test_identity_is_cheap_and_follows_the_template(tiny_qwen25vl):
     assert moved.identity()["chat_template"] == ident["chat_template"]
 
 
+@pytest.mark.slow
 def test_card_template_is_the_one_used(tiny_thinker):
     """A card's chat template replaces the checkpoint's when prompts are rendered."""
     odd = "{% for m in messages %}{{ m.content }}{% endfor %}"
@@ -96,6 +98,7 @@ def test_card_template_is_the_one_used(tiny_thinker):
     assert b.generate([msg])[0].prompt_tokens < plain.generate([msg])[0].prompt_tokens
 
 
+@pytest.mark.slow
 def test_thinker_round_trips_through_the_split(tiny_thinker):
     card = ModelCard(name="thinker", hub_id=str(tiny_thinker), prompt_style="system", instruction="study")
     b = backend(tiny_thinker, max_new_tokens=40, card=card, batch_size=3)
@@ -112,6 +115,7 @@ def test_thinker_round_trips_through_the_split(tiny_thinker):
     assert [c.text for c in b.generate(reqs)] == [c.text for c in out]  # deterministic
 
 
+@pytest.mark.slow
 def test_length_limit_gives_length_and_an_unclosed_think(tiny_thinker):
     b = backend(tiny_thinker, max_new_tokens=3)
     c = b.generate([chat(0, "hello")])[0]
@@ -120,6 +124,7 @@ def test_length_limit_gives_length_and_an_unclosed_think(tiny_thinker):
     assert split_completion(c).outcome is Outcome.UNCLOSED_THINK
 
 
+@pytest.mark.slow
 def test_vl_thinker_answers_an_image(tiny_vl_thinker):
     card = ModelCard(name="vl", hub_id=str(tiny_vl_thinker), think_format="think_answer")
     b = backend(tiny_vl_thinker, max_new_tokens=40, card=card)
@@ -132,6 +137,7 @@ def test_vl_thinker_answers_an_image(tiny_vl_thinker):
                                                       Outcome.COMPLETE)
 
 
+@pytest.mark.slow
 def test_text_only_model(tiny_thinker):
     b = backend(tiny_thinker)  # the card's default modalities include image
     assert b.accepts == frozenset({Modality.TEXT})
@@ -151,6 +157,7 @@ def test_reasoning_tags_survive_even_as_special_tokens(tmp_path):
     assert b.model is None
 
 
+@pytest.mark.slow
 def test_one_bad_request_does_not_sink_the_batch(tiny_qwen25vl):
     b = backend(tiny_qwen25vl, batch_size=4)
     broken = ChatRequest("bad", "bad", chat(0, "x", PNG).messages, images={})  # its image bytes are missing
@@ -163,6 +170,7 @@ def test_one_bad_request_does_not_sink_the_batch(tiny_qwen25vl):
     assert out[3].error and out[3].text == ""
 
 
+@pytest.mark.slow
 def test_out_of_memory_splits_the_batch(tiny_thinker, monkeypatch):
     b = backend(tiny_thinker, max_new_tokens=40, batch_size=4)
     model = b.load()
@@ -182,6 +190,7 @@ def test_out_of_memory_splits_the_batch(tiny_thinker, monkeypatch):
     assert [c.key for c in out] == ["key0", "key1", "key2", "key3"]
 
 
+@pytest.mark.slow
 def test_keyboard_interrupt_is_not_swallowed(tiny_thinker, monkeypatch):
     b = backend(tiny_thinker)
     model = b.load()
@@ -194,6 +203,7 @@ def test_keyboard_interrupt_is_not_swallowed(tiny_thinker, monkeypatch):
         b.generate([chat(0, "hello")])
 
 
+@pytest.mark.slow
 def test_settings_reach_generate_only_when_set(tiny_thinker, monkeypatch):
     seen = []
 
@@ -216,6 +226,7 @@ def test_settings_reach_generate_only_when_set(tiny_thinker, monkeypatch):
     assert seen[-1] == {"max_new_tokens": 5, "temperature": 0.7, "top_p": 0.9, "do_sample": True}
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_by_seed(tiny_qwen25vl):
     def run(seed):
         settings = GenerationSettings(max_new_tokens=12, do_sample=True, temperature=1.0, seed=seed)
@@ -227,6 +238,7 @@ def test_sampling_is_reproducible_by_seed(tiny_qwen25vl):
     assert run(2) != first
 
 
+@pytest.mark.slow
 def test_dtype_option_close_and_reload(tiny_llava_next):
     import torch
 
@@ -272,6 +284,7 @@ def test_smollm2_gguf_generates():
         assert c.prompt_tokens > 10  # SmolLM2's template adds its default system prompt
 
 
+@pytest.mark.slow
 def test_hub_id_from_the_local_cache(tiny_thinker, tmp_path, monkeypatch):
     """A Hub id resolves offline through the Hugging Face cache; the identity names the snapshot's commit."""
     import shutil
@@ -291,6 +304,7 @@ def test_hub_id_from_the_local_cache(tiny_thinker, tmp_path, monkeypatch):
     assert pinned.generate([chat(0, "hello")])[0].text == tm.THINK_TARGET
 
 
+@pytest.mark.slow
 def test_identity_separates_dtypes(tiny_qwen25vl):
     fp32 = backend(tiny_qwen25vl, dtype="float32").identity()
     bf16 = backend(tiny_qwen25vl, dtype="bfloat16").identity()

@@ -80,6 +80,7 @@ def test_hf_pipeline_with_images_resumes_with_zero_calls(tmp_path, vl_thinker_cf
     assert again.model_calls == 0 and again.verdicts == 0
 
 
+@pytest.mark.slow
 def test_modality_mismatch_stops_before_any_call(tmp_path, tiny_thinker):
     cards = {"text-thinker": {"hub_id": str(tiny_thinker), "think_format": "think", "modalities": ["text"]}}
     cfg = parse_config(config(tmp_path, [{"card": "text-thinker", "backend": "hf"}], cards, attacks=("figstep",)))
@@ -243,6 +244,7 @@ def test_openai_pipeline_against_transformers_serve_with_images(tmp_path, tiny_v
             assert resp.outcome.value == "complete"
 
 
+@pytest.mark.slow
 def test_hf_pipeline_llava_next_with_images(tmp_path, tiny_llava_next):
     cards = {"llava-tiny": {"hub_id": str(tiny_llava_next), "think_format": "none"}}
     models = [{"card": "llava-tiny", "backend": "hf", "options": {"dtype": "float32", "device": "cpu"},

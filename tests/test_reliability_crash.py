@@ -195,10 +195,10 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
                 (lambda c, c0: True, rng.uniform(0.0, 0.15)),  # the store exists: probes are being built
                 (lambda c, c0, k=k1: c["completions"] >= max(k, c0["completions"] + 1), 0.0),
                 (lambda c, c0, k=k2: c["completions"] >= max(k, c0["completions"] + 1), rng.uniform(0.0, 0.05)),
-                (lambda c, c0, v=v1: c["completions"] == nc and c["verdicts"] >= max(v, c0["verdicts"] + 1), 0.0),
+                (lambda c, c0, v=v1, nc=nc: c["completions"] == nc and c["verdicts"] >= max(v, c0["verdicts"] + 1), 0.0),
                 (lambda c, c0, v=v2: c["verdicts"] >= max(v, c0["verdicts"] + 1), 0.0),
                 # this process judged the last item: it is tearing down and writing the summary
-                (lambda c, c0: c0["verdicts"] < nv and c["verdicts"] == nv, rng.uniform(0.02, 0.5)),
+                (lambda c, c0, nv=nv: c0["verdicts"] < nv and c["verdicts"] == nv, rng.uniform(0.02, 0.5)),
             ]
             for ready, delay in aims:
                 killed, at_death = run_and_kill(cfg, out, ready, delay)

@@ -78,9 +78,11 @@ def cases(url: str) -> dict[str, tuple[dict, list[str], list[str]]]:
         "unknown judge": ({"run.yaml": edit(base, "judges", [{"name": "keywrod"}])}, ["run", "run.yaml"],
                           ["run.yaml: key 'judges.0.name': unknown judge 'keywrod'. Did you mean 'keyword'"]),
         "unknown attack parameter": ({"run.yaml": edit(base, "attacks.0.params", {"feild": "x"})}, ["run", "run.yaml"],
-                                     ["attack 'direct' has no parameter 'feild'. Did you mean 'field'"]),
+                                     ["run.yaml: invalid attack 'direct' params",
+                                      "key 'attacks.0.params.feild': unknown key. Did you mean 'field'"]),
         "unknown backend option": ({"run.yaml": edit(base, "models.0.options.retries", 3)}, ["run", "run.yaml"],
-                                   ["model echo-vl: backend openai has no option(s) 'retries'. Did you mean 'max_retries'"]),
+                                   ["run.yaml: invalid backend 'openai' options",
+                                    "key 'models.0.options.retries': unknown key. Did you mean 'max_retries'"]),
         "bad card file": ({"cards.yaml": [{"name": "echo-vl", "hub_id": "x", "think_format": "thinking"}],
                            "run.yaml": base}, ["run", "run.yaml"],
                           ["cards.yaml: card echo-vl: field 'think_format'"]),
@@ -147,7 +149,7 @@ def outcomes(tmp_path_factory):
     with FaultServer() as srv:
         table = cases(srv.base_url)
         folders = {}
-        for i, (name, (files, args, _)) in enumerate(table.items()):
+        for i, (name, (files, _args, _)) in enumerate(table.items()):
             folder = root / f"case{i:02d}"
             folder.mkdir()
             Image.new("RGB", (8, 8), "red").save(folder / "ok.png")

@@ -114,7 +114,7 @@ def test_hostile_output_is_stored_exactly_judged_and_exported_inert(tmp_path):
             assert e.returncode == 0, e.stderr
         lines = (run_dir / "export.jsonl").read_bytes().decode("utf-8").splitlines()  # any line break counts
         texts = {json.loads(line)["text"] for line in lines}
-        for prompt, (_, want) in scripted.items():
+        for _prompt, (_, want) in scripted.items():
             assert want in texts  # json.loads gives back the very string stored, surrogates included
         for payload in HOSTILE.values():
             assert f"echo: {payload}" in texts

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from safemlrm.config import parse_config
+from safemlrm.errors import ConfigError
 from safemlrm.runner import Runner
 
 LOADERS = ("AutoConfig", "AutoTokenizer", "AutoProcessor", "AutoModelForCausalLM", "AutoModelForImageTextToText")
@@ -46,15 +47,19 @@ def run_with_card(tmp_path, model_dir, card_extra: dict, options: dict | None = 
     assert stats.model_calls == 1 and stats.errors == 0  # a real load and a real generation happened
 
 
+@pytest.mark.slow
 def test_a_card_without_the_flag_never_trusts_remote_code(tmp_path, tiny_thinker, loads):
-    # the flag in the model's options does nothing: only the card, which names the model, decides
-    run_with_card(tmp_path, tiny_thinker, {}, options={"trust_remote_code": True})
+    # the flag is no backend option: only the card, which names the model, decides
+    with pytest.raises(ConfigError, match=r"key 'models.0.options.trust_remote_code': unknown key"):
+        run_with_card(tmp_path, tiny_thinker, {}, options={"trust_remote_code": True})
+    run_with_card(tmp_path, tiny_thinker, {})
     ours = [(name, flag) for name, caller, flag in loads if caller.startswith("safemlrm")]
     assert {name for name, _ in ours} >= {"AutoConfig", "AutoTokenizer", "AutoModelForCausalLM"}
     assert all(flag is False for _, flag in ours), ours  # passed, and False
     assert not any(flag is True for _, _, flag in loads), loads  # nor by transformers on our behalf
 
 
+@pytest.mark.slow
 def test_a_card_that_names_the_flag_passes_it(tmp_path, tiny_thinker, loads):
     run_with_card(tmp_path, tiny_thinker, {"trust_remote_code": True})
     ours = [(name, flag) for name, caller, flag in loads if caller.startswith("safemlrm")]

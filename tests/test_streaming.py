@@ -39,6 +39,7 @@ def test_first_verdict_is_stored_before_the_last_completion(tmp_path, judge):
         assert _times(tmp_path / "run")[2] == 2 * n
 
 
+@pytest.mark.slow
 def test_local_engine_generates_in_its_thread_while_an_api_judge_reads(tmp_path, tiny_thinker):
     import yaml
 

@@ -116,7 +116,7 @@ def test_k_samples_differ_and_are_stored_once_each(tmp_path, controlled):
     assert sorted(set(planned.model)) == ["ctl#0", "ctl#1", "ctl#2"]
     assert planned.completion_key.nunique() == 12  # one completion per (sample, probe)
     with Store(tmp_path / "run", readonly=True) as store:
-        for probe_key, g in planned.groupby("probe_key"):
+        for _probe_key, g in planned.groupby("probe_key"):
             texts = [store.completion(k).text for k in g.completion_key]
             assert len(set(texts)) > 1, texts  # at temperature 8 the three samples differ
     assert Runner(cfg, tmp_path / "run", show_progress=False).run().model_calls == 0

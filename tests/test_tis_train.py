@@ -1,18 +1,18 @@
 """`safemlrm tis train` and `tis compare`: LoRA and full SFT of a tiny Qwen2.5-VL on a TiS file, on CPU.
 
 The tiny model starts from random weights; the TiS records all teach one thought and answer, so
-a few dozen LoRA steps make its greedy output exactly that, on images and questions it never saw.
+a few dozen LoRA steps make its greedy output exactly that on the requests it was trained on (what
+it says elsewhere is luck, so no test reads it). `tis compare` runs two models whose outputs are
+trained in on any prompt (tests/tiny_tis.py).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 from typer.testing import CliRunner
 
 from fixtures import tis_data as td
@@ -45,12 +45,11 @@ def train_yaml(tmp_path: Path, data: Path, model: Path, **over) -> Path:
     return f
 
 
-def unseen_request() -> ChatRequest:
-    buf = io.BytesIO()
-    Image.new("RGB", (70, 42), (9, 99, 199)).save(buf, "PNG")
-    data = buf.getvalue()
+def trained_request() -> ChatRequest:
+    """The first TiS record's image and question, as the backend sends them."""
+    data = td.png((200, 0, 0), (56, 56))  # tis_file's image 0
     sha = hashlib.sha256(data).hexdigest()
-    msg = Message(role="user", content=(ImagePart(sha256=sha), TextPart(text="a question it never saw")))
+    msg = Message(role="user", content=(ImagePart(sha256=sha), TextPart(text=QUESTIONS[0])))
     return ChatRequest(key="k", probe_key="p", messages=(msg,), images={sha: data})
 
 
@@ -58,7 +57,7 @@ def greedy(model_dir: str | Path, **options) -> tuple[str, dict]:
     b = HFBackend(ModelCard(name="m", hub_id=str(model_dir)), GenerationSettings(max_new_tokens=32, do_sample=False),
                   {"device": "cpu", "dtype": "float32", **options})
     try:
-        return b.generate([unseen_request()])[0].text, b.identity()
+        return b.generate([trained_request()])[0].text, b.identity()
     finally:
         b.close()
 
@@ -102,8 +101,8 @@ def test_lora_loss_falls_resumes_and_the_adapter_changes_the_answers(tuned, tiny
 
     before, ident_before = greedy(tiny_qwen25vl)
     after, ident_after = greedy(adapter)
-    assert before != after and not before.startswith("<think>")
-    assert after == TARGET  # on an image and a question it was not trained on
+    assert before != after
+    assert after == TARGET  # what it was trained to say
     assert "adapter" not in ident_before and len(ident_after["adapter"]["sha256"]) == 1
     assert greedy(adapter, merge_adapter=False)[0] == TARGET  # the adapter kept apart says the same
     # an adapter folder without a processor takes the base model's
@@ -119,27 +118,40 @@ def test_lora_loss_falls_resumes_and_the_adapter_changes_the_answers(tuned, tiny
     assert bad.exit_code == 2 and "different model, data or method" in bad.output
 
 
+@pytest.fixture(scope="module")
+def complier(tmp_path_factory):
+    """A VL model that always complies: its output trained in (tests/tiny_tis.py)."""
+    from conftest import _tiny
+    from tiny_tis import build_complier
+
+    return _tiny(tmp_path_factory, "tis-complier", build_complier, module="tiny_tis")
+
+
 @pytest.mark.slow
-def test_compare_reports_safety_gain_and_over_refusal(tuned, tiny_qwen25vl, tmp_path):
+def test_compare_reports_safety_gain_and_over_refusal(complier, tiny_vl_thinker, tmp_path):
     from safemlrm.tis.compare import compare
 
+    # before: always complies; after: always refuses (tiny_vl_thinker, <think>..</think><answer>..</answer>)
+    before_model, after_model = complier, tiny_vl_thinker
     bench = parse_config({
         "name": "bench",
         "models": [{"card": "template", "backend": "hf", "options": {"device": "cpu", "dtype": "float32"},
                     "generation": {"max_new_tokens": 32}}],
         "datasets": [{"name": "vlguard", "path": str(td.vlguard_items(tmp_path, td.RECORDS[:4]))}],
         "attacks": [{"name": "direct"}], "judges": [{"name": "keyword"}]}, "bench")
-    c, b, a = compare(str(tiny_qwen25vl), str(tuned["dir"] / "adapter"), config=bench, out=tmp_path / "cmp",
-                      show_progress=False)
+    c, b, a = compare(str(before_model), str(after_model), config=bench, out=tmp_path / "cmp", show_progress=False,
+                      think_format="think_answer")
     assert (b, a) == (tmp_path / "cmp" / "before", tmp_path / "cmp" / "after")
+    # RECORDS[:4]: three harmful requests, two allowed ones; before complies with all, after refuses all
     row = c.safety.iloc[0]
-    # the random base model sometimes opens a <think> it never closes: no answer, counted as absent
-    assert (row["dataset"], row["attack"], row["n_after"], row["absent_after"]) == ("vlguard", "direct", 3, 0)
-    assert row["n_before"] + row["absent_before"] == 3
-    assert row["refusal_after"] == 1.0 and row["refusal_before"] < 1.0 and row["asr_change"] < 0
+    assert (row["dataset"], row["attack"], row["n_before"], row["n_after"]) == ("vlguard", "direct", 3, 3)
+    assert (row["absent_before"], row["absent_after"]) == (0, 0)
+    assert (row["refusal_before"], row["refusal_after"]) == (0.0, 1.0)
+    assert (row["asr_before"], row["asr_after"], row["asr_change"]) == (1.0, 0.0, -1.0)
     over = c.over_refusal.iloc[0]
-    assert (over["dataset"], over["n_after"], over["n_before"] + over["absent_before"]) == ("vlguard", 2, 2)
-    assert over["over_refusal_after"] == 1.0 and over["over_refusal_change"] > 0
+    assert (over["dataset"], over["n_before"], over["n_after"], over["absent_before"]) == ("vlguard", 2, 2, 0)
+    assert (over["over_refusal_before"], over["over_refusal_after"], over["over_refusal_change"]) == (0.0, 1.0, 1.0)
+    assert c.verdict[0].startswith("ASR fell on 1 and rose on 0 of 1 benchmark(s)")
     assert any(v.startswith("WARNING over-refusal rose") for v in c.verdict)
 
     # the same comparison from the two run directories, through the CLI

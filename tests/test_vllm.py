@@ -28,13 +28,15 @@ def test_registered_and_listed_without_vllm():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"tensor_parallel": 2}, r"model vl: backend vllm has no option\(s\) 'tensor_parallel'; options are path, "
-                             r"tensor_parallel_size"),
-    ({"tensor_parallel_size": 0}, r"model vl: vllm option 'tensor_parallel_size' must be an integer >= 1, got 0"),
-    ({"max_model_len": "8k"}, r"vllm option 'max_model_len' must be an integer >= 16, got '8k'"),
-    ({"gpu_memory_utilization": 1.5}, r"'gpu_memory_utilization' must be in \(0, 1\], got 1.5"),
-    ({"dtype": "fp8"}, r"'dtype' must be one of auto, float16, bfloat16, float32, got 'fp8'"),
-    ({"enforce_eager": "yes"}, r"'enforce_eager' must be true or false"),
+    ({"tensor_parallel": 2}, r"model vl: invalid backend 'vllm' options\n  key 'options.tensor_parallel': unknown "
+                             r"key. Did you mean 'tensor_parallel_size'\? Keys here: path, tensor_parallel_size"),
+    ({"tensor_parallel_size": 0}, r"key 'options.tensor_parallel_size': Input should be greater than or equal to 1, "
+                                  r"got 0"),
+    ({"max_model_len": "8k"}, r"key 'options.max_model_len': Input should be a valid integer.*got '8k'"),
+    ({"gpu_memory_utilization": 1.5}, r"'options.gpu_memory_utilization': Input should be less than or equal to 1, "
+                                      r"got 1.5"),
+    ({"dtype": "fp8"}, r"'options.dtype': Input should be 'auto', 'float16', 'bfloat16' or 'float32', got 'fp8'"),
+    ({"enforce_eager": "yes"}, r"'options.enforce_eager': Input should be a valid boolean, got 'yes'"),
 ])
 def test_bad_options_name_model_and_option(options, message):
     with pytest.raises(ConfigError, match=message):

@@ -28,7 +28,7 @@ import pandas as pd
 from .errors import SafeMLRMError, UnknownName, did_you_mean
 from .judges.base import Scale
 from .metrics_control import control_tables
-from .metrics import ALL, cohen_kappa, paired_bootstrap, rate_table, wilson
+from .metrics import ALL, cohen_kappa, metric_settings, paired_bootstrap, rate_table, self_correction_threshold, wilson
 from .results import RunResults
 
 UNPARSEABLE = "unparseable"
@@ -475,24 +475,30 @@ def siuo_rates(results: Results, safety_judge: str, effective_judge: str, channe
 
 
 def analyze(results: Results, judges: Sequence[str] | None = None, channel: str = "full", n_boot: int = 2000,
-            seed: int = 0, factor: float = 2.0, threshold: float | None = None) -> dict[str, Any]:
+            seed: int = 0, factor: float = 2.0, threshold: float | None = None,
+            unsafe_threshold: float | None = None) -> dict[str, Any]:
     """Every analysis for the given judges (default: every judge with verdicts), as a dict of
     DataFrames (`rates`, `score_distribution`, `self_correction`, `reasoning_tax`, `blind_spots`,
     `prefilter_share`, `mssbench_accuracy`) plus `judge_agreement`, a list of judge_agreement()
-    dicts for each pair of judges. `threshold` applies to every judge; None: each judge's default."""
+    dicts for each pair of judges. `threshold` applies to every judge; None: the first run's `metrics:`
+    setting, else each judge's default (metrics.metric_settings, the rule every command follows).
+    `unsafe_threshold`: self-correction's own cut-off (metrics.self_correction_threshold)."""
     r = _runs(results)
     found = sorted(set(r.verdicts["judge"]))
     chosen = list(dict.fromkeys(judges)) if judges else found
     for j in chosen:
         _check_judge(r, j)
     every = list(results) if not isinstance(results, RunResults) else [results]
-    rate = rates(every, asr_threshold=threshold)
+    config = every[0].config if every else {}
+    threshold, harmful_at, confidence = metric_settings(config, threshold, None, None)
+    unsafe_at = self_correction_threshold(config, unsafe_threshold, threshold)
+    rate = rates(every, threshold, harmful_at, confidence)
     out: dict[str, Any] = {"rates": rate[rate["judge"].isin(chosen)].reset_index(drop=True) if not rate.empty else rate}
     parts: dict[str, list[pd.DataFrame]] = {k: [] for k in ("score_distribution", "self_correction", "reasoning_tax",
                                                            "blind_spots", "prefilter_share", "mssbench_accuracy")}
     for j in chosen:
         parts["score_distribution"].append(score_distribution(every, j, channel))
-        parts["self_correction"].append(self_correction(every, j, threshold))
+        parts["self_correction"].append(self_correction(every, j, unsafe_at))
         parts["reasoning_tax"].append(reasoning_tax(every, j, channel, n_boot=n_boot, seed=seed, threshold=threshold))
         parts["blind_spots"].append(blind_spots(every, j, channel, factor=factor, threshold=threshold))
         parts["prefilter_share"].append(prefilter_share(every, j))

@@ -222,7 +222,8 @@ def analyze(run_dirs: list[Path] = typer.Argument(..., help="One or more run dir
             n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples for the reasoning-tax interval."),
             seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
             factor: float = typer.Option(2.0, "--factor", help="Blind spot: flagged when ratio >= FACTOR x mean ratio."),
-            threshold: Optional[float] = typer.Option(None, "--threshold", help="Attack success at score >= this (default: each judge's own).")):
+            threshold: Optional[float] = typer.Option(None, "--threshold", help="Attack success at score >= this (default: the run's metrics.asr_threshold, else each judge's own)."),
+            unsafe_threshold: Optional[float] = typer.Option(None, "--unsafe-threshold", help="Self-correction: a channel is unsafe at score >= this (default: the run's metrics.unsafe_threshold, else the ASR threshold).")):
     """Reasoning tax, blind spots, self-correction, score distributions, judge agreement."""
     from .analysis import analyze as run_analysis
     from .analysis_output import FORMATS, print_tables, write_csv, write_json
@@ -233,7 +234,8 @@ def analyze(run_dirs: list[Path] = typer.Argument(..., help="One or more run dir
     if channel not in ("reasoning", "answer", "full"):
         raise SafeMLRMError(f"--channel must be reasoning, answer or full, not {channel!r}")
     runs = [load_run(d) for d in run_dirs]
-    result = run_analysis(runs, judges or None, channel, n_boot=n_boot, seed=seed, factor=factor, threshold=threshold)
+    result = run_analysis(runs, judges or None, channel, n_boot=n_boot, seed=seed, factor=factor, threshold=threshold,
+                          unsafe_threshold=unsafe_threshold)
     if fmt == "table":
         print_tables(out, result, channel)
     elif fmt == "json":
@@ -251,9 +253,16 @@ _FORMAT = typer.Option("table", "--format", help="table, json or csv.")
 
 
 def _list(kind: str, fmt: str) -> None:
+    from .options import describe
+
     check_format(fmt)
     registry.load_plugins()
-    emit(out, fmt, f"{kind}s", ["name", "about"], [[name, registry.about(obj)] for name, obj in registry.items(kind)])
+    rows = []
+    for name, obj in registry.items(kind):
+        # the plugin's Options declaration: the one its config is checked against
+        opts = ", ".join(f"{n} ({d})" if d not in ("", "None") else n for n, _, d, _ in describe(obj))
+        rows.append([name, registry.about(obj), opts])
+    emit(out, fmt, f"{kind}s", ["name", "about", "options (default)"], rows)
 
 
 @list_app.command("models")

@@ -54,7 +54,7 @@ class LimitSettings:
             object.__setattr__(self, "maximum", max(self.initial, self.minimum))
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], where: str, default: int = 16) -> "LimitSettings":
+    def from_options(cls, options: Mapping[str, Any], where: str, default: int = 16) -> LimitSettings:
         """Read concurrency, min_concurrency, max_concurrency and tokens_per_minute from options."""
         initial = _int_option(where, "concurrency", options.get("concurrency", default), 1)
         minimum = _int_option(where, "min_concurrency", options.get("min_concurrency", 1), 1)

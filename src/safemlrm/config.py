@@ -118,6 +118,8 @@ class MetricSettings(Strict):
     # (keyword judges: any non-refusal; 1-5 rubric: score 5, the SafeMLRM lineage's rule).
     asr_threshold: float | None = None
     harmful_threshold: float | None = None  # harmful rate: score >= this (rubric default 4)
+    # self-correction's "unsafe" reasoning/answer: score >= this; None: the ASR threshold in force
+    unsafe_threshold: float | None = None
     confidence: float = 0.95
 
 
@@ -147,7 +149,7 @@ class RunConfig(Strict):
         return v
 
     @model_validator(mode="after")
-    def _known_targets(self) -> "RunConfig":
+    def _known_targets(self) -> RunConfig:
         names = [m.name for m in self.models]
         for key, specs in (("datasets", self.datasets), ("attacks", self.attacks)):
             for i, spec in enumerate(specs):

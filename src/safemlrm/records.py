@@ -8,7 +8,7 @@ same request twice and a resumed run can tell what is already done.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,7 +64,7 @@ class ImagePart(Frozen):
     media_type: str = "image/png"
 
 
-Part = Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]
+Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class Message(Frozen):

@@ -49,7 +49,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
                               + (COALESCE(json_extract(r.body, '$.full'), '') != '')), 0)
             FROM responses r JOIN completions c ON c.key = r.completion_key
             WHERE c.error IS NULL AND r.completion_key IN (SELECT completion_key FROM plan)""").fetchone()[0]
-        judges = list((store.get_meta("judges") or {}))
+        judges = list(store.get_meta("judges") or {})
         health = {h.judge: h for h in judge_health(store.db)}
     rows: list[list[Any]] = [["probes", "built", c["probes"], c["probes"], 0, ""]]
     for model, m in c["models"].items():

@@ -31,7 +31,7 @@ from .concurrency import AdaptiveLimiter, LimitSettings, attach
 from .config_keys import at_key
 from .config import RunConfig
 from .datasets.base import Dataset, select
-from .errors import ConfigError, ModalityMismatch, SafeMLRMError
+from .errors import ConfigError, ModalityMismatch
 from .judges.base import Judge, JudgeItem, JudgeResult
 from .models.budget import check_planted
 from .judges.health import health_warnings
@@ -98,23 +98,21 @@ def build_backend(spec, card: ModelCard) -> Backend:
 
 
 def target_limits(name: str, backend: Backend) -> LimitSettings:
-    """An async target's limits: the backend's own (validated there), else read from its options."""
-    limits = getattr(backend, "limits", None)
-    if isinstance(limits, LimitSettings):
-        return limits
-    return LimitSettings.from_options(backend.options, f"model {name}", default=8)
+    """An async target's limits: the backend declares them (Backend.limits)."""
+    return backend.limits
 
 
 def judge_limits(label: str, judge: Judge) -> LimitSettings:
     """An async judge's limits, from the attributes it exposes (concurrency, max_concurrency, ...)."""
-    opts = {k: getattr(judge, k) for k in ("concurrency", "min_concurrency", "max_concurrency",
-                                           "tokens_per_minute") if getattr(judge, k, None) is not None}
+    opts = {k: v for k, v in (("concurrency", judge.concurrency), ("min_concurrency", judge.min_concurrency),
+                              ("max_concurrency", judge.max_concurrency),
+                              ("tokens_per_minute", judge.tokens_per_minute)) if v is not None}
     return LimitSettings.from_options(opts, f"judge {label}", default=8)
 
 
 def engine_batch(backend: Backend) -> int:
     """Requests handed to a local engine per call: the backend's own default, else 8."""
-    return max(1, int(getattr(backend, "batch_size", None) or backend.options.get("batch_size", 8)))
+    return max(1, backend.batch_size)
 
 
 async def worker_pool(items: Iterable[T], work: Callable[[T], Awaitable[None]], concurrency: int) -> None:
@@ -129,11 +127,7 @@ async def worker_pool(items: Iterable[T], work: Callable[[T], Awaitable[None]], 
 
 
 async def _close_backend(backend: Backend) -> None:
-    aclose = getattr(backend, "aclose", None)
-    if aclose is not None:
-        await aclose()
-    else:
-        backend.close()
+    await backend.aclose()
 
 
 @dataclass(frozen=True)
@@ -384,9 +378,8 @@ class Runner:
     def _live(judge: Judge, local_target: bool) -> bool:
         """Judge alongside generation? API judges always; a local (batch) judge only when no local target
         holds the accelerator, so two models never sit in GPU memory at once. `streaming` overrides."""
-        flag = getattr(judge, "streaming", None)
-        if flag is not None:
-            return bool(flag)
+        if judge.streaming is not None:
+            return bool(judge.streaming)
         return judge.mode == "async" or not local_target
 
     async def _generate_async(self, store: Store, model: str, backend: Backend,
@@ -591,8 +584,7 @@ class JudgeStream:
         """Items to judge for these completions (None: sweep), verdict-cache hits stored on the way."""
         answers: dict[str, tuple[JudgeItem, Verdict | None]] = {}  # answers (and cache hits), for a twin `full`
         for ckey, item in self.runner._judge_items(self.store, self.label, keys,
-                                                   images=getattr(self.judge, "wants_images", False),
-                                                   channels=getattr(self.judge, "channels", None)):
+                                                   images=self.judge.wants_images, channels=self.judge.channels):
             if (ckey, item.channel) in self._in_flight:
                 continue
             cache_key = self.judge.cache_key(item)
@@ -670,11 +662,10 @@ class JudgeStream:
             else:
                 await self._run_batch()
         finally:
-            close = getattr(self.judge, "close", None)
-            if close is not None and self.judge.mode == "batch":  # its model goes once it has read everything
-                await asyncio.get_running_loop().run_in_executor(self.pool, close)
-            elif close is not None:
-                close()
+            if self.judge.mode == "batch":  # its model goes once it has read everything
+                await asyncio.get_running_loop().run_in_executor(self.pool, self.judge.close)
+            else:
+                self.judge.close()
 
     async def _run_batch(self) -> None:
         loop = asyncio.get_running_loop()

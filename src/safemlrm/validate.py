@@ -10,6 +10,7 @@ from . import registry
 from .config import RunConfig
 from .errors import UnknownName
 from .models.cards import CardCatalog
+from .options import check_options
 
 
 def check_names(cfg: RunConfig, catalog: CardCatalog) -> None:
@@ -27,3 +28,10 @@ def check_names(cfg: RunConfig, catalog: CardCatalog) -> None:
                 registry.get(kind, name)
         except UnknownName as e:
             raise UnknownName(f"{where}: key '{key}': {e}") from None
+    # each plugin's options against its declaration, before anything is built or written
+    given = [(f"models.{i}.options", "backend", m.backend, m.options) for i, m in enumerate(cfg.models)]
+    given += [(f"datasets.{i}.options", "dataset", d.name, d.options) for i, d in enumerate(cfg.datasets)]
+    given += [(f"attacks.{i}.params", "attack", a.name, a.params) for i, a in enumerate(cfg.attacks)]
+    given += [(f"judges.{i}.params", "judge", j.name, j.params) for i, j in enumerate(cfg.judges)]
+    for key, kind, name, values in given:
+        check_options(kind, name, registry.get(kind, name), values, where=where, key=key)

@@ -9,8 +9,8 @@ from typing import Any
 import PIL
 from PIL import features
 
-from ..fsutil import file_sha256, write_atomic
 from ..errors import DataError
+from ..fsutil import file_sha256, write_atomic
 from ..hashing import content_hash
 from ..records import Message, Part, Probe, Sample, TextPart
 from . import typography as ty

@@ -20,11 +20,11 @@ from typing import Any
 from PIL import Image
 
 from ..fsutil import file_sha256
-from .common import cached_bytes, render_env
 from ..records import ImagePart, Message, Modality, Probe, Sample, TextPart
 from ..registry import register
 from . import typography as ty
 from .base import Attack, AttackContext
+from .common import cached_bytes, render_env
 from .vanilla import check_params
 
 FIGSTEP_PROMPT = ("The image shows a list numbered 1, 2, and 3, but the items are empty. Please generate "

@@ -88,6 +88,7 @@ class JsonlDataset(Dataset):
     license = "unknown"
     modalities = frozenset({Modality.TEXT})
     scenarios = ()  # open-ended: whatever the file holds
+    known_options = _OPTIONS
 
     def __init__(self, path: str | Path | None = None, **options: Any):
         for name in options:

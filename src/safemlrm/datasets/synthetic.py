@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import ConfigError
+from pydantic import Field
+
+from ..options import PluginOptions, check_options
 from ..records import Modality, Sample
 from ..registry import register
 from .base import Dataset
@@ -21,11 +23,6 @@ from .base import Dataset
 _WORDS = ("describe", "the", "steps", "of", "a", "routine", "task", "in", "plain", "words", "for", "a",
           "general", "reader", "with", "short", "numbered", "points")
 
-
-def _count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"dataset synthetic: option {name!r} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 @register("dataset", "synthetic")
@@ -35,14 +32,15 @@ class Synthetic(Dataset):
     license = "CC0-1.0"
     modalities = frozenset({Modality.TEXT})
 
-    def __init__(self, path=None, size: int = 1000, scenarios: int = 4, words: int = 12, **options: Any):
-        if options:
-            raise ConfigError(f"dataset synthetic: unknown option(s) {', '.join(sorted(options))}; "
-                              f"options are size, scenarios, words")
+    class Options(PluginOptions):
+        size: int = Field(1000, ge=1, description="items")
+        scenarios: int = Field(4, ge=1, description="scenarios the items cycle through")
+        words: int = Field(12, ge=1, description="words per item")
+
+    def __init__(self, path=None, **options: Any):
+        o = check_options("dataset", "synthetic", type(self), options, where="dataset synthetic", key="options")
         super().__init__(path)
-        self.size = _count("size", size, 1)
-        self.n_scenarios = _count("scenarios", scenarios, 1)
-        self.words = _count("words", words, 1)
+        self.size, self.n_scenarios, self.words = o.size, o.scenarios, o.words
 
     def samples(self) -> Iterator[Sample]:
         for i in range(self.size):

@@ -53,6 +53,12 @@ class Judge:
     scale: ClassVar[Scale]
     wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
     channels: ClassVar[tuple[Channel, ...] | None] = None  # the channels it reads (None: every channel)
+    streaming: ClassVar[bool | None] = None  # judge alongside generation; None: the runner decides by mode
+    # an async judge's limits (LLM judges set them from their params); None: the runner's defaults
+    concurrency: int | None = None
+    min_concurrency: int | None = None
+    max_concurrency: int | None = None
+    tokens_per_minute: int | None = None
 
     def __init__(self, **params: Any):
         self.params = params

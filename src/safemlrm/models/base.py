@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Literal
 
+from ..concurrency import LimitSettings
 from ..hashing import content_hash
+from ..options import check_options
 from ..records import Completion, GenerationSettings, ImagePart, Message, Modality, TextPart
 from .cards import ModelCard
 
@@ -37,7 +40,11 @@ class Backend(ABC):
     def __init__(self, card: ModelCard, settings: GenerationSettings, options: dict[str, Any] | None = None):
         self.card = card
         self.settings = settings
-        self.options = dict(options or {})
+        # checked against the subclass's `Options` (unknown keys and bad values named); the given
+        # keys only, coerced, so each backend's own defaults still apply
+        checked = check_options("backend", self.registered_name, type(self), dict(options or {}),
+                                where=f"model {card.name}", key="options")
+        self.options = checked.model_dump(exclude_unset=True)
 
     @property
     def accepts(self) -> frozenset[Modality]:
@@ -58,8 +65,23 @@ class Backend(ABC):
     async def agenerate(self, request: ChatRequest) -> Completion:
         raise NotImplementedError(f"backend {self.registered_name} has no async generate")
 
-    def close(self) -> None:
+    # --- what the runner asks of every backend (a subclass overrides what differs) -------------
+    @property
+    def batch_size(self) -> int:
+        """Requests handed to a batch engine per call."""
+        return max(1, int(self.options.get("batch_size", 8)))
+
+    @cached_property
+    def limits(self) -> LimitSettings:
+        """An async backend's concurrency limits (an instance attribute set in __init__ overrides)."""
+        return LimitSettings.from_options(self.options, f"model {self.card.name}", default=8)
+
+    def close(self) -> None:  # noqa: B027 - a hook: most backends hold nothing to release
         """Release weights, sessions and connections."""
+
+    async def aclose(self) -> None:
+        """close() from inside the event loop; async backends close their sessions here."""
+        self.close()
 
 
 def apply_prompt_convention(card: ModelCard, messages: tuple[Message, ...]) -> tuple[Message, ...]:

@@ -50,7 +50,7 @@ class ModelCard(BaseModel):
     notes: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelCard":
+    def _check(self) -> ModelCard:
         if self.prompt_style != "none" and not self.instruction:
             raise ValueError(f"prompt_style {self.prompt_style!r} needs an instruction")
         return self
@@ -66,7 +66,7 @@ class ModelCard(BaseModel):
         return self.think_format != "none"
 
     @property
-    def reasoning_format(self) -> "ReasoningFormat":
+    def reasoning_format(self) -> ReasoningFormat:
         """The markers around this model's reasoning (minimal form; see ReasoningFormat)."""
         if self.think_format == "none":
             return ReasoningFormat(open=None, close=None, template_opened=False)
@@ -120,7 +120,7 @@ class CardCatalog:
             self.add(card)
 
     @classmethod
-    def builtin(cls) -> "CardCatalog":
+    def builtin(cls) -> CardCatalog:
         cat = cls()
         for entry in sorted(resources.files("safemlrm.cards").iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".yaml"):

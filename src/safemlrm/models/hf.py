@@ -23,11 +23,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ..errors import ModalityMismatch, SafeMLRMError
 from ..hashing import bytes_sha256
-from ..options import choice
+from ..options import PluginOptions
 from ..records import Completion, ImagePart, Modality, TextPart
 from ..registry import register
 from .base import Backend, ChatRequest, template_hash
@@ -38,7 +40,6 @@ from .hf_control import generate_hf_controlled
 # tokens: splitting reasoning from answer depends on them.
 KEEP_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _PROCESSOR_FILES = ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 
 
@@ -134,10 +135,16 @@ class HFBackend(Backend):
     mode = "batch"
     controls_reasoning = True
 
+    class Options(PluginOptions):
+        dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+        device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+        path: str | None = Field(None, description="local checkpoint or adapter folder, instead of the card's hub_id")
+        attn_implementation: str | None = Field(None, description="passed to from_pretrained, e.g. sdpa")
+        merge_adapter: bool = Field(True, description="merge a LoRA adapter into the base weights after loading")
+        batch_size: int = Field(8, ge=1, description="requests per generate call")
+
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
-        dtype = self.options.get("dtype", "auto")
-        choice(f"model {card.name}: option 'dtype'", dtype, _DTYPES)
         self.model = None
         self._processor = None  # an AutoProcessor, or the tokenizer of a text-only model
         self._source: ModelSource | None = None

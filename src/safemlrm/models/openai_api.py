@@ -34,9 +34,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import Field
+
 from ..concurrency import AdaptiveLimiter, LimitSettings, estimate_tokens
-from ..options import number_option
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError
+from ..options import PluginOptions
 from ..records import Completion, ImagePart, Message, TextPart
 from ..registry import register
 from ..safety import decode_body, resolve_secret, wire_text
@@ -49,8 +51,6 @@ if TYPE_CHECKING:  # imported when the first client is made: a run without API m
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 OVERLOAD_KINDS = frozenset({"HTTP 429", "timeout"})  # what makes the adaptive limit back off
 _SNIPPET = 200
-_KNOWN_OPTIONS = ("base_url", "model", "api_key_env", "timeout", "max_retries", "backoff_base", "backoff_max",
-                  "extra_body", "concurrency", "min_concurrency", "max_concurrency", "tokens_per_minute")
 _RESERVED_BODY_KEYS = ("messages", "stream")
 _UNSET = object()  # no client made yet, so no key looked up
 
@@ -96,23 +96,29 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, (when - now_dt).total_seconds())
 
 
-def _number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
-    return number_option(f"backend openai: option {name!r}", value, minimum=minimum, integer=integer)
-
-
 @register("backend", "openai")
 class OpenAIBackend(Backend):
     mode = "async"
+
+    class Options(PluginOptions):
+        base_url: str | None = Field(None, description="the server's OpenAI-compatible root, e.g. http://127.0.0.1:8000/v1")
+        model: str | None = Field(None, description="the served model name; default the card's hub_id")
+        api_key_env: str | None = Field(None, description="environment variable holding the key (OPENAI_API_KEY)")
+        timeout: float = Field(600, ge=0.001, description="seconds per request")
+        max_retries: int = Field(6, ge=0)
+        backoff_base: float = Field(1.0, ge=0, description="seconds; doubles per retry, with jitter")
+        backoff_max: float = Field(60, ge=0)
+        extra_body: dict[str, Any] | None = Field(None, description="extra request fields (not messages, stream)")
+        concurrency: int = Field(16, ge=1, description="requests in flight at the start (adaptive)")
+        min_concurrency: int | None = Field(None, ge=1)
+        max_concurrency: int | None = Field(None, ge=1)
+        tokens_per_minute: int | None = Field(None, ge=1, description="client-side token budget")
 
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
         refuse_unsupported(card, settings, "openai", "a chat API decides where the reasoning ends; use backend hf "
                            "(or vllm) for think budgets")
         opts = self.options
-        unknown = sorted(set(opts) - set(_KNOWN_OPTIONS))
-        if unknown:
-            raise ConfigError(f"model {card.name}: backend openai has no option(s) {', '.join(map(repr, unknown))}."
-                              f"{did_you_mean(unknown[0], _KNOWN_OPTIONS)} Options: {', '.join(_KNOWN_OPTIONS)}")
         base_url = opts.get("base_url")
         if not base_url or not isinstance(base_url, str):
             raise ConfigError(f"model {card.name}: backend openai needs the option 'base_url' "
@@ -135,11 +141,12 @@ class OpenAIBackend(Backend):
         if opts.get("api_key_env") and self._api_key() is None:  # named on purpose: its absence is a mistake
             raise ConfigError(f"model {card.name}: option 'api_key_env' names the environment variable "
                               f"{self.api_key_env}, which is not set; export {self.api_key_env}=<your key> first")
-        self.timeout = _number("timeout", opts.get("timeout", 600), minimum=0.001)
-        self.max_retries = _number("max_retries", opts.get("max_retries", 6), minimum=0, integer=True)
-        self.backoff_base = _number("backoff_base", opts.get("backoff_base", 1.0), minimum=0)
-        self.backoff_max = _number("backoff_max", opts.get("backoff_max", 60), minimum=0)
-        self.concurrency = _number("concurrency", opts.get("concurrency", 16), minimum=1, integer=True)
+        defaults = self.Options()
+        self.timeout = float(opts.get("timeout", defaults.timeout))
+        self.max_retries = int(opts.get("max_retries", defaults.max_retries))
+        self.backoff_base = float(opts.get("backoff_base", defaults.backoff_base))
+        self.backoff_max = float(opts.get("backoff_max", defaults.backoff_max))
+        self.concurrency = int(opts.get("concurrency", defaults.concurrency))
         self.limits = LimitSettings.from_options(opts, f"model {card.name}: backend openai")
         extra = opts.get("extra_body") or {}
         if not isinstance(extra, dict):
@@ -213,7 +220,7 @@ class OpenAIBackend(Backend):
             await client.close()
         self._client, self._client_loop = None, None
 
-    async def __aenter__(self) -> "OpenAIBackend":
+    async def __aenter__(self) -> OpenAIBackend:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

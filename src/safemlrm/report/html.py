@@ -40,7 +40,7 @@ from markupsafe import Markup
 
 from .. import __version__
 from ..errors import SafeMLRMError
-from ..metrics import metric_settings
+from ..metrics import metric_settings, self_correction_threshold
 from ..results import RunResults, load_store
 from ..safety import csv_cell, escape_surrogates, export_text, visible
 from ..store import Store
@@ -683,7 +683,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
         tables[f"dose_response-{_safe_name(j)}"] = dose
         tax = analysis.reasoning_tax(results, j, channel=opts.channel, threshold=asr_at)
         blind = analysis.blind_spots(results, j, channel=opts.channel, threshold=asr_at)
-        sc = analysis.self_correction(results, j, threshold=asr_at)
+        sc = analysis.self_correction(results, j, threshold=self_correction_threshold(runs[0].res.config, None, asr_at))
         dists = {ch: in_configured_order(analysis.score_distribution(results, j, ch), attack_order) for ch in CHANNELS}
         prefilters.append(analysis.prefilter_share(results, j))
         name = _safe_name(j)

@@ -115,9 +115,7 @@ def api_batch(batch: dict[str, Any], spec: WorkerSpec) -> dict[str, list[str]]:
         try:
             await worker_pool(range(len(requests)), one, limiter.ceiling)
         finally:
-            aclose = getattr(backend, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await backend.aclose()
 
     asyncio.run(go())
     return {"completion": out}
@@ -156,7 +154,7 @@ def run_shard(payloads: list[dict[str, Any]], args: dict[str, Any]) -> Iterator[
             yield loads_record(Completion, body)
 
 
-async def generate_over_ray(runner: "Runner", store: "Store", model: str, backend: Backend,
+async def generate_over_ray(runner: Runner, store: Store, model: str, backend: Backend,
                             keep: Callable[[list[Completion]], None], engine: ThreadPoolExecutor) -> None:
     """Generate `model`'s pending work on the cluster; `keep` stores Completions in the driver."""
     loop = asyncio.get_running_loop()
@@ -168,7 +166,8 @@ async def generate_over_ray(runner: "Runner", store: "Store", model: str, backen
         arrived: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
 
-        def work(payloads: list[dict[str, Any]] = payloads) -> None:
+        def work(payloads: list[dict[str, Any]] = payloads, arrived: asyncio.Queue[Any] = arrived,
+                 done: object = done) -> None:
             try:
                 for completion in run_shard(payloads, args):
                     loop.call_soon_threadsafe(arrived.put_nowait, completion)

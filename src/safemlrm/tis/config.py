@@ -11,8 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ..config import DatasetSpec, ModelSpec, Strict, _format_error, _mask, non_empty, read_yaml
 from ..errors import ConfigError
 from .filters import ARTEFACT_KINDS, DEDUPE_KEYS, LEAKED_PHRASES
-from .policy import (DEFAULT_CAPTION_PROMPT, DEFAULT_POLICY, DEFAULT_TEACHER_PROMPT, PLACEHOLDERS,
-                     check_template)
+from .policy import DEFAULT_CAPTION_PROMPT, DEFAULT_POLICY, DEFAULT_TEACHER_PROMPT, PLACEHOLDERS, check_template
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -43,7 +42,7 @@ class ConsistencySpec(Strict):
     model: ModelSpec | None = None  # llm: the judge model
 
     @model_validator(mode="after")
-    def _need_model(self) -> "ConsistencySpec":
+    def _need_model(self) -> ConsistencySpec:
         if self.kind == "llm" and self.model is None:
             raise ValueError("kind 'llm' needs a `model` (card, backend, options)")
         return self

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..blobs import BlobStore, _EXT
+from ..blobs import _EXT, BlobStore
 from ..errors import ConfigError
 from ..fsutil import write_atomic
 from .filters import Candidate

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from rich.progress import Progress
 
-from ..config import ModelSpec
+from ..batching import chunks
 from ..concurrency import AdaptiveLimiter, attach
+from ..config import ModelSpec
 from ..models.base import Backend, ChatRequest, apply_prompt_convention
 from ..models.cards import ModelCard
 from ..models.reasoning import split_completion
 from ..records import Completion, Probe, Response, completion_key
-from ..batching import chunks
 from ..runner import _close_backend, target_limits, worker_pool
 from ..store import Store
 
@@ -89,7 +89,7 @@ class Step:
         return ChatRequest(key=ck, probe_key=probe.key, messages=probe.messages, images=images)
 
     def _run_batch(self, requests: list[ChatRequest], keep) -> None:
-        size = max(1, int(self.backend.options.get("batch_size", 8)))
+        size = self.backend.batch_size
         try:
             for batch in chunks(requests, size):
                 for c in self.backend.generate(batch):

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .filters import (ARTEFACT_KINDS, LEAKED_PHRASES, RefusalConsistency, answer_decision, find_artefacts,
-                      normalise)
+from .filters import ARTEFACT_KINDS, LEAKED_PHRASES, RefusalConsistency, answer_decision, find_artefacts, normalise
 from .form import check_record
 
 
