@@ -153,7 +153,7 @@ def test_openai_backend_refuses_a_budget_before_any_call():
 
 def planted(i, prefix):
     return ChatRequest(key=f"pk{i}", probe_key=f"pp{i}", messages=REQS[i].messages + (
-        Message(role="assistant", content=(TextPart(text=prefix),)),))
+        Message(role="assistant", content=(TextPart(text=prefix),)),), continues_turn=True)
 
 
 @pytest.mark.parametrize("opened", [False, True], ids=["model-opens", "template-opens"])

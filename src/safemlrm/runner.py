@@ -33,7 +33,7 @@ from .config import RunConfig
 from .datasets.base import Dataset, select
 from .errors import ConfigError, ModalityMismatch
 from .judges.base import Judge, JudgeItem, JudgeResult
-from .models.budget import check_planted
+from .models.budget import check_planted, ends_with_planted
 from .judges.health import health_warnings
 from .models.base import Backend, ChatRequest, apply_prompt_convention
 from .models.cards import CardCatalog, ModelCard
@@ -329,7 +329,8 @@ class Runner:
         probe = store.probe(probe_key)
         messages = apply_prompt_convention(card, probe.messages)
         images = {p.sha256: store.blobs.get(p.sha256) for m in messages for p in m.images}
-        return ChatRequest(key=ckey, probe_key=probe_key, messages=messages, images=images)
+        return ChatRequest(key=ckey, probe_key=probe_key, messages=messages, images=images,
+                           continues_turn=ends_with_planted(messages))
 
     def _save(self, store: Store, card: ModelCard, completions: list[Completion]) -> None:
         """Split and store completions in one transaction; counted in the run's stats."""

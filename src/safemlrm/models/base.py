@@ -30,6 +30,10 @@ class ChatRequest:
     probe_key: str
     messages: tuple[Message, ...]  # final messages: the card's prompt convention already applied
     images: dict[str, bytes] = field(default_factory=dict)  # image sha256 -> encoded bytes
+    # The last message is the start of the model's own turn (a thought planted by attacks/think_prefix.py),
+    # to be continued. Set from the probe; a judge's conversation that ends with the assistant turn it
+    # classifies (Llama Guard style) is not continued.
+    continues_turn: bool = False
 
 
 class Backend(ABC):

@@ -60,10 +60,15 @@ Step = Callable[[list[int], list[str], int, list[str], int], list[Segment]]
 Decode = Callable[[list[int]], str]
 
 
-def planted_prefix(messages: tuple[Message, ...]) -> tuple[tuple[Message, ...], str | None]:
+def ends_with_planted(messages: tuple[Message, ...]) -> bool:
+    """Does a probe's conversation end with a thought planted by attacks/think_prefix.py?"""
+    return bool(messages) and messages[-1].role == "assistant"
+
+
+def planted_prefix(messages: tuple[Message, ...], continues: bool = True) -> tuple[tuple[Message, ...], str | None]:
     """(the messages before a thought planted by attacks/think_prefix.py, its text); (messages, None)
-    when the last message is not an assistant's."""
-    if messages and messages[-1].role == "assistant":
+    when the request does not continue its last message."""
+    if continues and ends_with_planted(messages):
         return messages[:-1], messages[-1].text
     return messages, None
 
@@ -186,7 +191,7 @@ def refuse_unsupported(card: ModelCard, settings: GenerationSettings, backend: s
 
 def check_planted(attack: str, probes: Sequence, backends: dict) -> None:
     """Before any model call: a planted thought goes only to backends that can continue one."""
-    if not any(p.messages and p.messages[-1].role == "assistant" for p in probes):
+    if not any(ends_with_planted(p.messages) for p in probes):
         return
     for name, backend in backends.items():
         if not backend.controls_reasoning:

@@ -391,7 +391,7 @@ class HFBackend(Backend):
 
     def _run(self, items: list[_Item]) -> list[Completion]:
         try:
-            if self.think_plan is not None or any(it.request.messages[-1].role == "assistant" for it in items):
+            if self.think_plan is not None or any(it.request.continues_turn for it in items):
                 return generate_hf_controlled(self, items)
             return self._generate_batch(items)
         except Exception as exc:  # noqa: BLE001 - an OOM or one bad input must not sink the batch

@@ -56,7 +56,7 @@ def hf_continue(backend, items: list, prefixes: list[str], max_new: int, stop: l
 def generate_hf_controlled(backend, items: list) -> list[Completion]:
     """A batch under a think budget, or holding planted thoughts (attacks/think_prefix.py)."""
     start = time.perf_counter()
-    planted = [planted_prefix(it.request.messages) for it in items]
+    planted = [planted_prefix(it.request.messages, it.request.continues_turn) for it in items]
     if backend.card.reasoning_format.open is None:
         raise SafeMLRMError(f"model {backend.card.name}: a think prefix needs a reasoning model, but its card has "
                             f"think_format: none")

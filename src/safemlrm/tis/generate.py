@@ -18,6 +18,7 @@ from ..batching import chunks
 from ..concurrency import AdaptiveLimiter, attach
 from ..config import ModelSpec
 from ..models.base import Backend, ChatRequest, apply_prompt_convention
+from ..models.budget import ends_with_planted
 from ..models.cards import ModelCard
 from ..models.reasoning import split_completion
 from ..records import Completion, Probe, Response, completion_key
@@ -86,7 +87,8 @@ class Step:
     @staticmethod
     def _request(store: Store, probe: Probe, ck: str) -> ChatRequest:
         images = {p.sha256: store.blobs.get(p.sha256) for m in probe.messages for p in m.images}
-        return ChatRequest(key=ck, probe_key=probe.key, messages=probe.messages, images=images)
+        return ChatRequest(key=ck, probe_key=probe.key, messages=probe.messages, images=images,
+                           continues_turn=ends_with_planted(probe.messages))
 
     def _run_batch(self, requests: list[ChatRequest], keep) -> None:
         size = self.backend.batch_size
