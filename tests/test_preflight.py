@@ -66,7 +66,7 @@ def test_dry_run_names_each_problem_and_exits_2(tmp_path, tiny_thinker, tiny_vl_
     assert f"- dataset vlsbench: {tmp_path / 'no-such-download'} not found" in out
     assert ("dataset 'figstep' with attack 'figstep' sends image, text, but model 'text-thinker' (backend 'hf') "
             "accepts only text") in out
-    assert f"judge rubric: the server at 127.0.0.1:{port}/v1 does not answer" in out
+    assert "judge rubric" in out and f"127.0.0.1:{port}/v1 cannot be reached" in out
     assert "Traceback" not in p.stderr
 
 

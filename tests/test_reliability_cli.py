@@ -197,15 +197,15 @@ def test_config_mistakes_name_file_and_key(tmp_path, server):
              "error: run.yaml: key 'datasets.0.options': dataset 'figstep': subset must be one of tiny, full, not "
              "'tinny'. Did you mean 'tiny'?")
     run_with("judge variant", lambda c: c.update(judges=[{"name": "keyword", "params": {"variant": "studdy"}}]),
-             "error: run.yaml: key 'judges.0.params': judge keyword: variant must be one of study, refusal, not "
-             "'studdy'. Did you mean 'study'?")
+             "error: run.yaml: invalid judge 'keyword' params key 'judges.0.params.variant': must be one of "
+             "refusal, study, not 'studdy'. Did you mean 'study'?")
     run_with("backend option", lambda c: c["models"][0]["options"].update(retries=3),
-             "error: run.yaml: key 'models.0.options': model echo: backend openai has no option(s) 'retries'. "
-             "Did you mean 'max_retries'? Options: base_url, model, api_key_env, timeout, max_retries, "
+             "error: run.yaml: invalid backend 'openai' options key 'models.0.options.retries': unknown key. "
+             "Did you mean 'max_retries'? Keys here: base_url, model, api_key_env, timeout, max_retries, "
              "backoff_base, backoff_max, extra_body, concurrency, min_concurrency, max_concurrency, "
              "tokens_per_minute")
     run_with("dtype", lambda c: c["models"][0].update(backend="hf", options={"dtype": "float23"}),
-             "error: run.yaml: key 'models.0.options': model echo: option 'dtype' must be one of auto, float32, "
+             "error: run.yaml: invalid backend 'hf' options key 'models.0.options.dtype': must be one of auto, float32, "
              "bfloat16, float16, not 'float23'. Did you mean 'float32' or 'float16' or 'bfloat16'?")
     run_with("missing text field", lambda c: c.update(attacks=[{"name": "vanilla", "params": {"field": "intnt"}}]),
              "error: run.yaml: key 'attacks.0': attack 'vanilla' needs text field 'intnt', which item 'p00' of "
@@ -241,7 +241,7 @@ def test_formats_for_scripts_and_version(tmp_path, server):
     table = cli("status", "done", cwd=tmp_path).stdout
     assert "(finished)" in table
     rows = list(csv.reader(io.StringIO(cli("list", "judges", "--format", "csv").stdout)))
-    assert rows[0] == ["name", "about"] and len(rows) > 3
+    assert rows[0] == ["name", "about", "options (default)"] and len(rows) > 3
     r = cli("analyze", "done", "--format", "csv", "-o", "an", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     files = list((tmp_path / "an").iterdir())

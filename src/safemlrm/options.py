@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from typing import get_args
+
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import PydanticUndefined
 
@@ -83,6 +85,12 @@ def check_options(kind: str, name: str, cls: type, values: dict[str, Any], *, wh
             loc = ".".join([key, *(str(x) for x in err["loc"])])
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key.{did_you_mean(str(err['loc'][-1]), known)} Keys here: {', '.join(known) or 'none'}"
+            elif err["type"] == "literal_error":  # a choice: name them all, and the near one
+                field = model.model_fields.get(str(err["loc"][0]))
+                choices = [str(c) for c in get_args(field.annotation)] if field is not None else []
+                got = err.get("input")
+                msg = (f"must be one of {', '.join(choices)}, not {got!r}."
+                       f"{did_you_mean(str(got), choices)}")
             else:
                 msg = f"{err['msg'].removeprefix('Value error, ')}, got {err.get('input')!r}"
             lines.append(f"  key '{loc}': {msg}")
