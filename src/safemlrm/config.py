@@ -145,7 +145,8 @@ class RunConfig(Strict):
 
     def identity(self) -> dict[str, Any]:
         return {
-            "models": [m.model_dump(mode="json", exclude={"options"}) | {"options": _no_secrets(m.options)}
+            "models": [m.model_dump(mode="json", exclude={"options", "generation"})
+                       | {"options": _no_secrets(m.options), "generation": m.generation.key_dump()}
                        for m in self.models],
             "datasets": [d.model_dump(mode="json") for d in self.datasets],
             "attacks": [a.model_dump(mode="json") for a in self.attacks],

@@ -133,6 +133,18 @@ class GenerationSettings(Frozen):
     top_p: float | None = None
     do_sample: bool | None = None
     seed: int = 0
+    # Reasoning control (models/budget.py): a token cap or a preset ("zero", "less", "more"), and the
+    # least reasoning a "more" run is pushed to. None: the model thinks as it likes.
+    think_budget: int | Literal["zero", "less", "more"] | None = Field(default=None)
+    think_min_tokens: int | None = Field(default=None, ge=1)
+
+    def key_dump(self) -> dict[str, Any]:
+        """The settings as the completion key reads them: a reasoning control left unset is left out,
+        so keys made before these fields existed stay valid."""
+        return self.model_dump(mode="json", exclude={k for k in _CONTROL_FIELDS if getattr(self, k) is None})
+
+
+_CONTROL_FIELDS = ("think_budget", "think_min_tokens")
 
 
 class Completion(Frozen):
@@ -148,6 +160,10 @@ class Completion(Frozen):
     completion_tokens: int | None = None
     latency_s: float | None = None
     error: str | None = None  # set when no text could be had; the cause in words
+    # Token accounting where the backend knows it (two-phase generation does): reasoning tokens the
+    # model generated (a planted opening not counted), and answer tokens.
+    reasoning_tokens: int | None = None
+    answer_tokens: int | None = None
 
 
 class Response(Frozen):
@@ -179,4 +195,4 @@ class Verdict(Frozen):
 
 
 def completion_key(identity: dict[str, Any], settings: GenerationSettings, probe: Probe) -> str:
-    return content_hash("completion", identity, settings, [m.model_dump(mode="json") for m in probe.messages])
+    return content_hash("completion", identity, settings.key_dump(), [m.model_dump(mode="json") for m in probe.messages])

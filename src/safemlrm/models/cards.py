@@ -7,6 +7,7 @@ config or `--cards FILE` on the command line, in the same YAML form.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -63,6 +64,28 @@ class ModelCard(BaseModel):
     @property
     def is_reasoning(self) -> bool:
         return self.think_format != "none"
+
+    @property
+    def reasoning_format(self) -> "ReasoningFormat":
+        """The markers around this model's reasoning (minimal form; see ReasoningFormat)."""
+        if self.think_format == "none":
+            return ReasoningFormat(open=None, close=None, template_opened=False)
+        return ReasoningFormat(open="<think>", close="</think>", template_opened=self.think_opened_by_template)
+
+
+@dataclass(frozen=True)
+class ReasoningFormat:
+    """Where a model's reasoning starts and ends: `open`/`close` markers (None: the model has no
+    reasoning), and whether the chat template already wrote `open` into the prompt."""
+
+    open: str | None
+    close: str | None
+    template_opened: bool = False
+
+    def split(self, completion):
+        from .reasoning import split_completion
+
+        return split_completion(completion, think_opened_by_template=self.template_opened)
 
 
 def _parse_cards(data: object, source: str) -> list[ModelCard]:

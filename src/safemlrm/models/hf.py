@@ -30,6 +30,8 @@ from ..hashing import bytes_sha256
 from ..records import Completion, ImagePart, Modality, TextPart
 from ..registry import register
 from .base import Backend, ChatRequest, template_hash
+from .budget import think_plan
+from .hf_control import generate_hf_controlled
 
 # Reasoning tags are kept in the decoded text even where a tokenizer registers them as special
 # tokens: splitting reasoning from answer depends on them.
@@ -140,6 +142,7 @@ class HFBackend(Backend):
         self._source: ModelSource | None = None
         self._text_only: bool | None = None
         self._skip: set[int] | None = None
+        self.think_plan = think_plan(card, settings, "hf")  # bad reasoning control: an error before any load
 
     # --- cheap facts: no weights -------------------------------------------------------------
     @property
@@ -350,12 +353,7 @@ class HFBackend(Backend):
         inputs = {k: (v.to(model.device, model.dtype) if torch.is_floating_point(v) else v.to(model.device))
                   if hasattr(v, "to") else v for k, v in inputs.items()}
         s = self.settings
-        gen: dict[str, Any] = {"max_new_tokens": s.max_new_tokens}
-        # None means the checkpoint's own generation_config decides.
-        gen.update({k: v for k, v in (("temperature", s.temperature), ("top_p", s.top_p),
-                                      ("do_sample", s.do_sample)) if v is not None})
-        if model.generation_config.pad_token_id is None:
-            gen["pad_token_id"] = self._tokenizer_of(self.processor).pad_token_id
+        gen = self._generation_kwargs(s.max_new_tokens)
         with torch.inference_mode():
             out = model.generate(**inputs, **gen)
         latency = (time.perf_counter() - start) / len(items)
@@ -373,8 +371,20 @@ class HFBackend(Backend):
                                       prompt_tokens=int(n_prompt), completion_tokens=n, latency_s=latency))
         return results
 
+    def _generation_kwargs(self, max_new: int) -> dict[str, Any]:
+        s = self.settings
+        gen: dict[str, Any] = {"max_new_tokens": max_new}
+        # None means the checkpoint's own generation_config decides.
+        gen.update({k: v for k, v in (("temperature", s.temperature), ("top_p", s.top_p),
+                                      ("do_sample", s.do_sample)) if v is not None})
+        if self.model.generation_config.pad_token_id is None:
+            gen["pad_token_id"] = self._tokenizer_of(self.processor).pad_token_id
+        return gen
+
     def _run(self, items: list[_Item]) -> list[Completion]:
         try:
+            if self.think_plan is not None:
+                return generate_hf_controlled(self, items)
             return self._generate_batch(items)
         except Exception as exc:  # noqa: BLE001 - an OOM or one bad input must not sink the batch
             import torch

@@ -40,6 +40,7 @@ from ..errors import ConfigError, did_you_mean
 from ..records import Completion, ImagePart, Message, TextPart
 from ..registry import register
 from ..safety import decode_body, resolve_secret, wire_text
+from .budget import refuse_unsupported
 from .base import Backend, ChatRequest
 
 if TYPE_CHECKING:  # imported when the first client is made: a run without API models never pays for it
@@ -105,6 +106,8 @@ class OpenAIBackend(Backend):
 
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
+        refuse_unsupported(card, settings, "openai", "a chat API decides where the reasoning ends; use backend hf "
+                           "(or vllm) for think budgets")
         opts = self.options
         unknown = sorted(set(opts) - set(_KNOWN_OPTIONS))
         if unknown:

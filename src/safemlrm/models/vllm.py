@@ -38,6 +38,7 @@ from typing import Any
 from ..errors import ConfigError, SafeMLRMError
 from ..records import Completion, ImagePart, Message, Modality, TextPart
 from ..registry import register
+from .budget import refuse_unsupported
 from .base import Backend, ChatRequest, template_hash
 
 _DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -128,6 +129,7 @@ class VLLMBackend(Backend):
 
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
+        refuse_unsupported(card, settings, "vllm", "not yet implemented; use backend hf for think budgets")
         self.options = check_options(card.name, self.options)
         self.llm = None
 

@@ -1,0 +1,161 @@
+"""Think budgets: two-phase generation that decides how long a model reasons.
+
+`generation: {think_budget: N}` caps the reasoning at N generated tokens. Phase one writes the
+assistant turn's opening marker (unless the chat template already did), then lets the model reason
+until it closes its thought, ends its turn, or reaches the cap; phase two writes the card's close
+marker after whatever reasoning there is and generates the answer from there. So the model always
+answers, even one that never closes its thought by itself. Presets (SafeChain's ZeroThink /
+LessThink / MoreThink, the last as s1's budget forcing):
+
+* `zero`: an empty thought is forced: the open and close markers, nothing between.
+* `less`: a short fixed opening (LESS_OPENING) then the close.
+* `more`: a close (or end of turn) before `think_min_tokens` (default MORE_MIN_TOKENS) is replaced by
+  CONTINUE_CUE and the model reasons on; past the minimum it may close, and is closed at
+  half of max_new_tokens so that the answer has room.
+
+The answer gets what is left of max_new_tokens. The logic here knows nothing of any engine: a
+backend hands in a `step` function that continues a batch of assistant prefixes (see `Step`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..records import GenerationSettings
+from .cards import ModelCard, ReasoningFormat
+
+# The project's own wording (the sources' exact strings are not needed to reproduce the effect).
+LESS_OPENING = "This is simple enough to answer directly, so I will keep my thinking short."
+CONTINUE_CUE = "Wait"
+MORE_MIN_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class ThinkPlan:
+    """How one model's reasoning is controlled."""
+
+    cap: int  # most reasoning tokens the model may generate
+    min_tokens: int = 0  # fewer than this and a close is replaced by `cue`
+    opening: str = ""  # planted at the start of the reasoning, after the open marker
+    cue: str = CONTINUE_CUE
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One continuation from a backend: the tokens generated and whether the model stopped by
+    itself (end of turn or a stop string) rather than at the token limit."""
+
+    ids: list[int]
+    stopped: bool
+
+
+# step(prefixes, max_new_tokens, stop_strings, min_new_tokens) -> one Segment per prefix. A prefix is the text of
+# the assistant turn so far (after the rendered generation prompt); the ids stop at, and include
+# the first stop string when one was met, and exclude the end-of-turn token; no end of turn may come
+# before min_new_tokens.
+Step = Callable[[list[str], int, list[str], int], list[Segment]]
+Decode = Callable[[list[int]], str]
+
+
+def think_plan(card: ModelCard, settings: GenerationSettings, backend: str) -> ThinkPlan | None:
+    """The plan the settings ask for, or None; a ConfigError naming the option when it cannot apply."""
+    budget = settings.think_budget
+    if budget is None:
+        if settings.think_min_tokens is not None:
+            raise ConfigError(f"model {card.name}: generation.think_min_tokens needs think_budget "
+                              f"(a number or 'more')")
+        return None
+    fmt = card.reasoning_format
+    if fmt.open is None or fmt.close is None:
+        raise ConfigError(f"model {card.name} (backend {backend}): generation.think_budget needs a reasoning "
+                          f"model, but its card has think_format: none")
+    room = settings.max_new_tokens
+    if budget == "zero":
+        plan = ThinkPlan(cap=0)
+    elif budget == "less":
+        plan = ThinkPlan(cap=0, opening=LESS_OPENING)
+    elif budget == "more":
+        plan = ThinkPlan(cap=room // 2, min_tokens=settings.think_min_tokens or MORE_MIN_TOKENS)
+    else:
+        if budget < 0:
+            raise ConfigError(f"model {card.name}: generation.think_budget {budget} is negative")
+        plan = ThinkPlan(cap=budget, min_tokens=settings.think_min_tokens or 0)
+    if plan.cap >= room:
+        raise ConfigError(f"model {card.name}: generation.think_budget {budget} leaves no room for the answer "
+                          f"within max_new_tokens {room}; raise max_new_tokens above it")
+    if plan.min_tokens > plan.cap:
+        raise ConfigError(f"model {card.name}: generation.think_min_tokens {plan.min_tokens} exceeds the "
+                          f"reasoning cap {plan.cap}")
+    return plan
+
+
+@dataclass
+class Controlled:
+    """One item's result: the completion text (as the model's turn reads, markers included)."""
+
+    text: str
+    reasoning_tokens: int
+    answer_tokens: int
+    at_limit: bool  # the answer ran out of tokens
+
+
+def _join(reasoning: str, cue: str) -> str:
+    return reasoning + cue if not reasoning or reasoning[-1].isspace() else f"{reasoning} {cue}"
+
+
+def _until_close(ids: list[int], close: str, decode: Decode) -> tuple[str, int, bool]:
+    """(reasoning text before the close marker, tokens wholly before it, closed?)."""
+    text = decode(ids)
+    at = text.find(close)
+    if at < 0:
+        return text, len(ids), False
+    n = 0
+    while n < len(ids) and len(decode(ids[:n + 1])) <= at:
+        n += 1
+    return text[:at], n, True
+
+
+def generate_controlled(prompt_prefixes: Sequence[str], plan: ThinkPlan, fmt: ReasoningFormat,
+                        max_new_tokens: int, step: Step, decode: Decode) -> list[Controlled]:
+    """Run both phases for a batch. `prompt_prefixes`: text already in each assistant turn before the
+    reasoning (empty unless a caller plants something outside the thought)."""
+    assert fmt.open is not None and fmt.close is not None
+    opened = "" if fmt.template_opened else fmt.open
+    n = len(prompt_prefixes)
+    reasoning = [plan.opening] * n
+    used = [0] * n
+    active = [i for i in range(n) if plan.cap > 0]
+    while active:  # phase one: reason, in rounds while a `more` plan pushes past early closes
+        room = {i: plan.cap - used[i] for i in active}
+        segs = step([prompt_prefixes[i] + opened + reasoning[i] for i in active], max(room.values()), [fmt.close], 0)
+        nxt = []
+        for i, seg in zip(active, segs):
+            ids = seg.ids[:room[i]]  # a batch runs to its longest room; each item keeps its own
+            text, k, closed = _until_close(ids, fmt.close, decode)
+            ended = closed or (seg.stopped and len(ids) == len(seg.ids))
+            used[i] += k
+            reasoning[i] += text
+            if ended and used[i] < plan.min_tokens:
+                reasoning[i] = _join(reasoning[i], plan.cue)
+                nxt.append(i)
+        active = nxt
+    # phase two: the close marker is ours; the answer is the model's. A model that never learnt to
+    # close a thought tends to end its turn right after a close it did not write, so the turn may not
+    # end before the answer's first token.
+    heads = [prompt_prefixes[i] + opened + reasoning[i] + fmt.close for i in range(n)]
+    rooms = [max_new_tokens - u for u in used]
+    segs = step(heads, max(rooms), [], 1)
+    out = []
+    for i, seg in enumerate(segs):
+        ids = seg.ids[:rooms[i]]
+        at_limit = len(ids) >= rooms[i] and not (seg.stopped and len(ids) == len(seg.ids))
+        out.append(Controlled(text=opened + reasoning[i] + fmt.close + decode(ids), reasoning_tokens=used[i],
+                              answer_tokens=len(ids), at_limit=at_limit))
+    return out
+
+
+def refuse_unsupported(card: ModelCard, settings: GenerationSettings, backend: str, why: str) -> None:
+    """For a backend that cannot control reasoning: a ConfigError before the first call."""
+    if settings.think_budget is not None:
+        raise ConfigError(f"model {card.name}: generation.think_budget is not supported by backend {backend}: {why}")
