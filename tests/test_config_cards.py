@@ -15,7 +15,8 @@ def test_builtin_cards_hold_the_study_pairs():
     assert pairs == {
         ("qwen2.5-vl-7b", "r1-onevision-7b"), ("qwen2.5-vl-7b", "mm-eureka-qwen-7b"),
         ("qwen2-vl-7b", "mulberry-qwen2vl-7b"), ("llama3-llava-next-8b", "mulberry-llava-8b"),
-        ("llama-3.2-11b-vision", "mulberry-llama-11b")}
+        ("llama-3.2-11b-vision", "mulberry-llama-11b"),
+        ("smollm2-135m-instruct", "smollm2-135m-thinking")}  # the demo's miniature pair
     assert cat.get("mm-eureka-qwen-7b").prompt_style == "system"
     assert cat.get("mulberry-llama-11b").prompt_style == "prepend"
     assert cat.get("r1-onevision-7b").prompt_style == "none"
