@@ -39,6 +39,7 @@ from ..errors import ConfigError, SafeMLRMError
 from ..records import Completion, ImagePart, Message, Modality, TextPart
 from ..registry import register
 from .base import Backend, ChatRequest, template_hash
+from .thinking import template_kwargs
 
 _DTYPES = ("auto", "float16", "bfloat16", "float32")
 _INT_OPTIONS = {"tensor_parallel_size": 1, "max_model_len": 16, "max_num_seqs": 1, "max_images": 0,
@@ -201,8 +202,10 @@ class VLLMBackend(Backend):
         return SamplingParams(**{**defaults, **self.sampling_kwargs()})
 
     def _chat(self, convs: list[list[dict[str, Any]]]) -> list[Any]:
+        mode = template_kwargs(self.card)  # a hybrid's thinking mode
         return self.load().chat(convs, self._sampling_params(), chat_template=self.card.chat_template,
-                                use_tqdm=False, add_generation_prompt=True)
+                                use_tqdm=False, add_generation_prompt=True,
+                                **({"chat_template_kwargs": mode} if mode else {}))
 
     def _error(self, request: ChatRequest, exc: Exception) -> Completion:
         return Completion(key=request.key, probe_key=request.probe_key, model=self.card.name, text="",
