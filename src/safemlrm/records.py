@@ -163,6 +163,10 @@ class ReasoningAccount(Frozen):
     budget: int | None = None  # a think budget in tokens, where one was imposed
 
 
+# The account's fields as columns of a run's rows (store, export, load_run), in this order.
+ACCOUNT_FIELDS = ("reasoning_tokens", "answer_tokens", "close_seen", "finish_reason", "thinking", "budget")
+
+
 class Response(Frozen):
     """A completion split into reasoning and answer. `reasoning` is None when the model has none."""
 
