@@ -111,3 +111,36 @@ def test_hybrid_pair_end_to_end_with_tax_in_analyze_and_report(tmp_path, tiny_hy
     rows = [json.loads(x) for x in export_run(run, "jsonl", tmp_path / "e.jsonl").read_text().splitlines()]
     on_rows = [x for x in rows if x["model"] == "tiny-hybrid[on]"]
     assert all(x["thinking"] == "on" and x["close_seen"] and x["reasoning_tokens"] > 0 for x in on_rows)
+
+
+def test_openai_sends_the_mode_in_chat_template_kwargs():
+    """The mode reaches an OpenAI-compatible server as chat_template_kwargs, merged with extra_body's."""
+    import asyncio
+
+    from servers import FaultServer
+
+    from safemlrm.models.openai_api import OpenAIBackend
+
+    cat = CardCatalog.builtin()
+    req = ChatRequest(key="k", probe_key="p", messages=(Message(role="user", content=(TextPart(text="hi"),)),))
+    with FaultServer() as srv:
+        for mode, want in (("on", True), ("off", False)):
+            b = OpenAIBackend(cat.get(f"glm-4.5v[{mode}]"), GenerationSettings(max_new_tokens=8),
+                              {"base_url": srv.base_url, "extra_body": {"chat_template_kwargs": {"other": 1}}})
+
+            async def go(b=b):
+                try:
+                    return await b.agenerate(req)
+                finally:
+                    await b.aclose()
+
+            assert asyncio.run(go()).error is None
+            assert srv.bodies[-1]["chat_template_kwargs"] == {"other": 1, "enable_thinking": want}
+            assert b.identity()["thinking"] == mode
+
+
+def test_internvl_mode_on_adds_its_thinking_instruction():
+    cat = CardCatalog.builtin()
+    on, off = cat.get("internvl3.5-8b[on]"), cat.get("internvl3.5-8b[off]")
+    assert on.prompt_style == "system" and "<think>" in on.instruction_text
+    assert off.prompt_style == "none" and (on.base, off.base) == ("internvl3.5-8b[off]", None)
