@@ -12,7 +12,7 @@ MINIMAL = {"models": [{"card": "smollm2-135m-instruct"}], "datasets": [{"name": 
 def test_builtin_cards_hold_the_study_pairs():
     cat = CardCatalog.builtin()
     pairs = {(b.name, r.name) for b, r in cat.pairs()}
-    assert pairs == {
+    assert pairs >= {
         ("qwen2.5-vl-7b", "r1-onevision-7b"), ("qwen2.5-vl-7b", "mm-eureka-qwen-7b"),
         ("qwen2-vl-7b", "mulberry-qwen2vl-7b"), ("llama3-llava-next-8b", "mulberry-llava-8b"),
         ("llama-3.2-11b-vision", "mulberry-llama-11b"),
@@ -20,6 +20,20 @@ def test_builtin_cards_hold_the_study_pairs():
     assert cat.get("mm-eureka-qwen-7b").prompt_style == "system"
     assert cat.get("mulberry-llama-11b").prompt_style == "prepend"
     assert cat.get("r1-onevision-7b").prompt_style == "none"
+
+
+def test_zoo_cards_and_hybrid_pairs():
+    cat = CardCatalog.builtin()
+    pairs = {(b.name, r.name) for b, r in cat.pairs()}
+    assert {("kimi-vl-a3b-instruct", "kimi-vl-a3b-thinking"), ("qwen3-vl-8b-instruct", "qwen3-vl-8b-thinking"),
+            ("mimo-vl-7b-sft", "mimo-vl-7b-rl"), ("glm-4.5v[off]", "glm-4.5v[on]")} <= pairs
+    reasoning = {c.name for c in cat if c.is_reasoning or c.thinking_switch is not None}
+    assert len(reasoning) >= 20
+    on, off = cat.get("glm-4.5v[on]"), cat.get("glm-4.5v[off]")
+    assert (on.thinking, on.base, off.thinking, off.is_reasoning) == ("on", "glm-4.5v[off]", "off", False)
+    assert cat.get("qwen3-vl-8b-thinking").reasoning_format.template_opened
+    with pytest.raises(UnknownName, match="no thinking_switch"):
+        cat.get("qwen3-vl-8b-thinking[on]")
 
 
 def test_unknown_card_suggests():

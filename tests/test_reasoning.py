@@ -17,7 +17,7 @@ def test_think_then_answer():
 
 def test_cut_at_last_close_tag():
     r = split_completion(comp("<think>a</think> b </think> final"))
-    assert r.reasoning == "a</think> b"
+    assert r.reasoning == "a\n\nb"  # the blocks joined in order, without the inner tags
     assert r.answer == "final"
 
 

@@ -29,6 +29,7 @@ from .errors import SafeMLRMError, UnknownName, did_you_mean
 from .judges.base import Scale
 from .metrics_control import control_tables
 from .metrics import ALL, cohen_kappa, metric_settings, paired_bootstrap, rate_table, self_correction_threshold, wilson
+from .reasoning_stats import asr_by_think_length, think_lengths
 from .results import RunResults
 
 UNPARSEABLE = "unparseable"
@@ -474,6 +475,17 @@ def siuo_rates(results: Results, safety_judge: str, effective_judge: str, channe
 # --- everything at once (the `safemlrm analyze` command) -----------------------------------------
 
 
+def think_length_distribution(results: Results) -> pd.DataFrame:
+    """Reasoning tokens per model (reasoning_stats.think_lengths) over the runs together."""
+    return think_lengths(_runs(results).planned)
+
+
+def asr_by_think(results: Results, judge: str, channel: str = "full", threshold: float | None = None) -> pd.DataFrame:
+    """ASR per (model, think-length bin) (reasoning_stats.asr_by_think_length) over the runs together."""
+    r = _runs(results)
+    return asr_by_think_length(r.verdicts, judge, channel, _check_judge(r, judge), threshold)
+
+
 def analyze(results: Results, judges: Sequence[str] | None = None, channel: str = "full", n_boot: int = 2000,
             seed: int = 0, factor: float = 2.0, threshold: float | None = None,
             unsafe_threshold: float | None = None) -> dict[str, Any]:
@@ -495,19 +507,22 @@ def analyze(results: Results, judges: Sequence[str] | None = None, channel: str 
     rate = rates(every, threshold, harmful_at, confidence)
     out: dict[str, Any] = {"rates": rate[rate["judge"].isin(chosen)].reset_index(drop=True) if not rate.empty else rate}
     parts: dict[str, list[pd.DataFrame]] = {k: [] for k in ("score_distribution", "self_correction", "reasoning_tax",
-                                                           "blind_spots", "prefilter_share", "mssbench_accuracy")}
+                                                           "blind_spots", "prefilter_share", "mssbench_accuracy",
+                                                           "asr_by_think_length")}
     for j in chosen:
         parts["score_distribution"].append(score_distribution(every, j, channel))
         parts["self_correction"].append(self_correction(every, j, unsafe_at))
         parts["reasoning_tax"].append(reasoning_tax(every, j, channel, n_boot=n_boot, seed=seed, threshold=threshold))
         parts["blind_spots"].append(blind_spots(every, j, channel, factor=factor, threshold=threshold))
         parts["prefilter_share"].append(prefilter_share(every, j))
+        parts["asr_by_think_length"].append(asr_by_think(every, j, channel, threshold))
         if r.judges.get(j, {}).get("name") == "mssbench":
             parts["mssbench_accuracy"].append(mssbench_accuracy(every, j, channel))
     for k, frames in parts.items():
         frames = [f for f in frames if not f.empty]
         out[k] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out.update(control_tables(r.verdicts, r.scales, r.cards, rate, chosen, channel, threshold))  # samples, sweeps
+    out["think_lengths"] = think_length_distribution(every)
     out["judge_agreement"] = [judge_agreement(every, a, b, channel, threshold_a=threshold, threshold_b=threshold)
                               for a, b in itertools.combinations(chosen, 2)]
     from .judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file

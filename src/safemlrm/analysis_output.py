@@ -116,6 +116,17 @@ def print_tables(console: Console, out: dict[str, Any], channel: str) -> None:
                 for x in bs.itertuples()],
                note=f"ratio = (successes reasoning + 0.5) / (successes base + 0.5); flagged when ratio >= "
                     f"{_num(float(bs['factor'].iloc[0]), 1)} x the mean ratio over scenarios.")
+    tl = out.get("think_lengths", pd.DataFrame())
+    if not tl.empty:
+        _table(console, "think length (reasoning tokens per sample)",
+               ["model", "thinking", "samples", "counted", "mean", "median", "p90", "max", "closed", "cut by length"],
+               [[x.model, x.thinking or "-", x.n, x.counted, _num(x.mean, 1), _num(x.p50, 1), _num(x.p90, 1),
+                 _num(x.max, 0), _pct(x.closed_share), _pct(x.length_share)] for x in tl.itertuples()])
+    ab = out.get("asr_by_think_length", pd.DataFrame())
+    if not ab.empty:
+        _table(console, f"ASR by think length ({channel} channel)",
+               ["model", "judge", "reasoning tokens", "n", "ASR", "95% CI"],
+               [[x.model, x.judge, x.bin, x.n, _pct(x.asr), _ci(x.asr_lo, x.asr_hi)] for x in ab.itertuples()])
     pre = out["prefilter_share"]
     if not pre.empty and pre["by_prefilter"].sum() > 0:
         _table(console, "pre-filter share (decisions made by the keyword pre-filter)",

@@ -277,10 +277,39 @@ def list_models(cards: Optional[Path] = typer.Option(None, "--cards", help="Extr
     if cards:
         cat.extend_from(cards)
     emit_sections(out, fmt, [
-        ("models", "models", ["name", "hub id", "base model", "prompt", "think format"],
-         [[c.name, c.hub_id, c.base or "-", c.prompt_style, c.think_format] for c in cat]),
+        ("models", "models", ["name", "hub id", "base model", "prompt", "format", "modalities", "thinking"],
+         [[c.name, c.hub_id + ("" if c.verified else " (unverified)"), c.base or "-", c.prompt_style,
+           c.format_name, ",".join(m.value for m in c.modalities), "on|off" if c.thinking_switch else "-"]
+          for c in cat]),
         ("pairs", "base -> reasoning pairs", ["base", "reasoning model"],
          [[base.name, reasoning.name] for base, reasoning in cat.pairs()])])
+
+
+@app.command()
+@user_errors
+def split(card: str = typer.Option(..., "--card", help="Model card whose format splits the text (NAME or NAME[on])."),
+          finish_reason: str = typer.Option("stop", "--finish-reason", help="stop | length (length: cut by the limit)."),
+          reasoning_content: Optional[str] = typer.Option(None, "--reasoning-content", help="A server's separate reasoning field."),
+          cards: Optional[Path] = typer.Option(None, "--cards", help="Extra model-card YAML file.")):
+    """Split raw model text (stdin) with a card's reasoning format; print JSON reasoning/answer/outcome."""
+    import json
+    import sys
+
+    from .errors import ConfigError
+    from .models.cards import CardCatalog
+    from .records import Completion
+
+    if finish_reason not in ("stop", "length"):
+        raise ConfigError(f"--finish-reason must be stop or length, not {finish_reason!r}")
+    cat = CardCatalog.builtin()
+    if cards:
+        cat.extend_from(cards)
+    c = cat.get(card)
+    comp = Completion(key="stdin", probe_key="stdin", model=c.name, text=sys.stdin.read(),
+                      finish_reason=finish_reason, reasoning_content=reasoning_content)
+    r = c.reasoning_format.split(comp)
+    print(json.dumps({"reasoning": r.reasoning, "answer": r.answer, "outcome": r.outcome.value,
+                      "format": c.reasoning_format.name}, ensure_ascii=False))
 
 
 @list_app.command("datasets")

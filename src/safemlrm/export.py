@@ -13,6 +13,7 @@ import pandas as pd
 from .batching import chunks
 from .errors import SafeMLRMError
 from .fsutil import write_errors
+from .records import ACCOUNT_FIELDS
 from .safety import csv_cell, export_text, jsonl_escape
 from .store import Store
 
@@ -27,9 +28,10 @@ def map_cells(df: pd.DataFrame, fn) -> pd.DataFrame:
 
 
 COLUMNS = ["model", "dataset", "sample_id", "scenario", "attack", "probe_key", "completion_key", "outcome",
-           "error", "channel", "judge", "score", "label", "by_prefilter", "rationale", "text", "judge_query",
-           # what was sent and how the model stopped: messages as JSON, images by sha256 (RUN/blobs/)
-           "attack_params", "messages", "finish_reason", "prompt_tokens", "completion_tokens"]
+           "error", "channel", "judge", "score", "label", "by_prefilter", "rationale", *ACCOUNT_FIELDS,
+           "text", "judge_query",
+           # what was sent: messages as JSON, images by sha256 (RUN/blobs/); finish_reason is an account field
+           "attack_params", "messages", "prompt_tokens", "completion_tokens"]
 CHUNK = 2_000  # rows per Parquet row group: memory stays flat however large the run
 
 
@@ -119,12 +121,14 @@ def _parquet(rows: Iterable[dict[str, Any]], path: Path) -> None:
     except ImportError:
         raise SafeMLRMError("parquet export needs pyarrow: pip install 'safemlrm[parquet]'") from None
     types = {"score": pa.float64(), "by_prefilter": pa.bool_(), "prompt_tokens": pa.int64(),
-             "completion_tokens": pa.int64()}
+             "completion_tokens": pa.int64(), "reasoning_tokens": pa.int64(),
+             "answer_tokens": pa.int64(), "budget": pa.int64(), "close_seen": pa.bool_()}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
     with pq.ParquetWriter(path, schema) as writer:
         for chunk in chunks(rows, CHUNK):
             cols = {c: [export_text(r[c]) for r in chunk] for c in COLUMNS}
-            cols["by_prefilter"] = [None if v is None else bool(v) for v in cols["by_prefilter"]]
+            for c in ("by_prefilter", "close_seen"):
+                cols[c] = [None if v is None else bool(v) for v in cols[c]]
             writer.write_table(pa.table(cols, schema=schema))
 
 

@@ -166,6 +166,23 @@ class Completion(Frozen):
     answer_tokens: int | None = None
 
 
+class ReasoningAccount(Frozen):
+    """How much of one completion went to reasoning, and how it ended: the one definition every
+    writer of these facts uses (the split in models/accounting.py; think budgets reuse it)."""
+
+    reasoning_tokens: int | None = None  # None: unknown (no token count from the backend)
+    answer_tokens: int | None = None
+    tokens_exact: bool = False  # False: the completion's token count shared out by characters
+    close_seen: bool = False  # the reasoning's close marker (or a server's separate field) was seen
+    finish_reason: str | None = None
+    thinking: str | None = None  # a hybrid model's mode ("on"/"off"); None when not a hybrid
+    budget: int | None = None  # a think budget in tokens, where one was imposed
+
+
+# The account's fields as columns of a run's rows (store, export, load_run), in this order.
+ACCOUNT_FIELDS = ("reasoning_tokens", "answer_tokens", "close_seen", "finish_reason", "thinking", "budget")
+
+
 class Response(Frozen):
     """A completion split into reasoning and answer. `reasoning` is None when the model has none."""
 
@@ -174,6 +191,7 @@ class Response(Frozen):
     answer: str | None
     full: str
     outcome: Outcome
+    account: ReasoningAccount | None = None  # filled in when the split knows the model's card
 
     def channel(self, channel: Channel) -> str | None:
         return {Channel.REASONING: self.reasoning, Channel.ANSWER: self.answer, Channel.FULL: self.full}[channel]

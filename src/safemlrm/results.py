@@ -10,6 +10,7 @@ import pandas as pd
 
 from .judges.base import Scale, registered_scales
 from .metrics import metric_settings, outcome_table, rate_table
+from .records import ACCOUNT_FIELDS
 from .store import Store
 
 
@@ -47,7 +48,7 @@ class RunResults:
 
 
 _COLUMNS = ["model", "dataset", "sample_id", "scenario", "attack", "probe_key", "completion_key", "outcome",
-            "error", "channel", "judge", "score", "label", "by_prefilter", "rationale"]
+            "error", "channel", "judge", "score", "label", "by_prefilter", "rationale", *ACCOUNT_FIELDS]
 
 
 def load_store(store: Store) -> RunResults:

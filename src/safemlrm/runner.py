@@ -37,7 +37,7 @@ from .models.budget import check_planted, ends_with_planted
 from .judges.health import health_warnings
 from .models.base import Backend, ChatRequest, apply_prompt_convention
 from .models.cards import CardCatalog, ModelCard
-from .models.reasoning import split_completion
+from .models.accounting import account
 from .progress import make_progress
 from .records import Channel, Completion, Modality, Verdict, completion_key
 from .store import Store
@@ -334,8 +334,8 @@ class Runner:
 
     def _save(self, store: Store, card: ModelCard, completions: list[Completion]) -> None:
         """Split and store completions in one transaction; counted in the run's stats."""
-        store.add_completions([(c, split_completion(c, think_opened_by_template=card.think_opened_by_template))
-                               for c in completions])
+        fmt = card.reasoning_format  # the card chooses the split
+        store.add_completions([(c, account(fmt.split(c), c, card)) for c in completions])
         self.stats.model_calls += len(completions)
         self.stats.errors += sum(c.error is not None for c in completions)
 

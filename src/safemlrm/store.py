@@ -19,8 +19,11 @@ from typing import Any
 from .blobs import BlobStore
 from .errors import RunLocked, SafeMLRMError
 from .fsutil import write_errors
-from .records import Channel, Completion, Probe, Response, Verdict
+from .records import ACCOUNT_FIELDS, Channel, Completion, Probe, Response, Verdict
 from .safety import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
+
+# a response's reasoning account (records.ReasoningAccount) as columns of rows()
+ACCOUNT_SQL = ", ".join(f"json_extract(r.body, '$.account.{f}') AS {f}" for f in ACCOUNT_FIELDS)
 
 SCHEMA_VERSION = 1
 
@@ -190,7 +193,8 @@ class Store:
         """One dict per (planned item, channel, judge), verdict-less items included once with judge None."""
         q = """
         SELECT pl.model, pr.dataset, pr.sample_id, pr.scenario, pr.attack, pl.probe_key, pl.completion_key,
-               r.outcome, c.error, v.channel, v.judge, v.score, v.label, v.by_prefilter, v.body AS vbody
+               r.outcome, c.error, v.channel, v.judge, v.score, v.label, v.by_prefilter, v.body AS vbody,
+               """ + ACCOUNT_SQL + """
         FROM plan pl JOIN probes pr ON pr.key = pl.probe_key
         LEFT JOIN completions c ON c.key = pl.completion_key
         LEFT JOIN responses r ON r.completion_key = pl.completion_key
@@ -200,6 +204,8 @@ class Store:
             d = dict(row)
             vbody = d.pop("vbody")
             d["rationale"] = sql_text(json.loads(vbody)["rationale"]) if vbody else None
+            for f in ACCOUNT_FIELDS:  # after the verdict's columns
+                d[f] = d.pop(f)
             yield d
 
     def counts(self) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class Backend(ABC):
             "model": self.card.hub_id,
             "revision": self.card.revision,
             "prompt": [self.card.prompt_style, self.card.instruction_text],
+            **({"thinking": self.card.thinking} if self.card.thinking is not None else {}),
         }
 
     def generate(self, requests: list[ChatRequest]) -> list[Completion]:

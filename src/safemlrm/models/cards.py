@@ -7,16 +7,18 @@ config or `--cards FILE` on the command line, in the same YAML form.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .. import yamlio
 from ..errors import ConfigError, UnknownName, did_you_mean
 from ..records import Modality
+from .formats import BUILTIN_FORMATS, ReasoningFormat, builtin_format, declared_format
+from .thinking import ThinkingSwitch, mode_card, split_mode_name
 
 # The R1-style instruction the MM-Eureka and Mulberry checkpoints were trained to follow
 # (a protocol parameter: the models expect this exact wording).
@@ -29,7 +31,7 @@ STUDY_INSTRUCTION = (
 NAMED_INSTRUCTIONS = {"study": STUDY_INSTRUCTION}
 
 PromptStyle = Literal["none", "system", "prepend"]
-ThinkFormat = Literal["none", "think", "think_answer"]
+ThinkingMode = Literal["on", "off"]
 
 
 class ModelCard(BaseModel):
@@ -42,18 +44,55 @@ class ModelCard(BaseModel):
     base: str | None = None  # name of the base model's card
     prompt_style: PromptStyle = "none"
     instruction: str | None = None  # text, or the name of a known instruction ("study")
-    think_format: ThinkFormat = "think"
+    # a built-in format's name (formats.BUILTIN_FORMATS) or a mapping declaring one
+    think_format: str | ReasoningFormat = "think"
     think_opened_by_template: bool = False  # the chat template opens <think> in the prompt
+    thinking: ThinkingMode | None = None  # a hybrid model's mode; None: the checkpoint's default
+    thinking_switch: ThinkingSwitch | None = None  # how the mode reaches the model (hybrids only)
+    verified: bool = False  # True only where Hub id and format were checked against the published card/template
+    license: str = ""
     modalities: tuple[Modality, ...] = (Modality.TEXT, Modality.IMAGE)
     trust_remote_code: bool = False  # off unless the user turns it on for this named model
     chat_template: str | None = None  # overrides the checkpoint's template
     notes: str = ""
 
+    @field_validator("think_format", mode="before")
+    @classmethod
+    def _format(cls, v: Any) -> Any:
+        if isinstance(v, ReasoningFormat):
+            return v
+        try:
+            if isinstance(v, str):
+                builtin_format(v)  # an unknown name fails here, with did-you-mean
+                return v
+            if isinstance(v, dict):
+                return declared_format(v)
+        except UnknownName as e:  # the card loader adds file, card and field
+            raise ValueError(str(e)) from None
+        raise ValueError("must be a format name or a mapping of format fields")
+
     @model_validator(mode="after")
     def _check(self) -> ModelCard:
         if self.prompt_style != "none" and not self.instruction:
             raise ValueError(f"prompt_style {self.prompt_style!r} needs an instruction")
+        if self.thinking is not None and self.thinking_switch is None:
+            raise ValueError("thinking: on|off needs a thinking_switch (how the mode reaches the model)")
         return self
+
+    @property
+    def reasoning_format(self) -> ReasoningFormat:
+        """The parser every split of this model's output uses."""
+        fmt = self.think_format if isinstance(self.think_format, ReasoningFormat) else BUILTIN_FORMATS[self.think_format]
+        if self.thinking == "off":  # the template closed the reasoning itself: nothing is opened
+            return fmt.with_template_opened(False)
+        opened = fmt.template_opened or self.think_opened_by_template
+        if self.thinking == "on" and self.thinking_switch and self.thinking_switch.opens_think:
+            opened = True
+        return fmt.with_template_opened(opened)
+
+    @property
+    def format_name(self) -> str:
+        return self.think_format.name if isinstance(self.think_format, ReasoningFormat) else self.think_format
 
     @property
     def instruction_text(self) -> str | None:
@@ -63,29 +102,9 @@ class ModelCard(BaseModel):
 
     @property
     def is_reasoning(self) -> bool:
-        return self.think_format != "none"
-
-    @property
-    def reasoning_format(self) -> ReasoningFormat:
-        """The markers around this model's reasoning (minimal form; see ReasoningFormat)."""
-        if self.think_format == "none":
-            return ReasoningFormat(open=None, close=None, template_opened=False)
-        return ReasoningFormat(open="<think>", close="</think>", template_opened=self.think_opened_by_template)
-
-
-@dataclass(frozen=True)
-class ReasoningFormat:
-    """Where a model's reasoning starts and ends: `open`/`close` markers (None: the model has no
-    reasoning), and whether the chat template already wrote `open` into the prompt."""
-
-    open: str | None
-    close: str | None
-    template_opened: bool = False
-
-    def split(self, completion):
-        from .reasoning import split_completion
-
-        return split_completion(completion, think_opened_by_template=self.template_opened)
+        if self.thinking is not None:
+            return self.thinking == "on"
+        return self.reasoning_format.reasoning
 
 
 def _parse_cards(data: object, source: str) -> list[ModelCard]:
@@ -99,7 +118,10 @@ def _parse_cards(data: object, source: str) -> list[ModelCard]:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
             name = item.get("name", f"#{i}") if isinstance(item, dict) else f"#{i}"
-            raise ConfigError(f"{source}: card {name}: field '{where}': {first['msg']}") from None
+            hint = ""
+            if first["type"] == "extra_forbidden":
+                hint = did_you_mean(str(first["loc"][-1]), ModelCard.model_fields)
+            raise ConfigError(f"{source}: card {name}: field '{where}': {first['msg']}{hint}") from None
     return cards
 
 
@@ -136,6 +158,9 @@ class CardCatalog:
             self.add(card)
 
     def get(self, name: str) -> ModelCard:
+        base, mode = split_mode_name(name)
+        if mode is not None and base in self._cards:  # `card[on]` / `card[off]`: a hybrid's two modes
+            return mode_card(self._cards[base], mode)
         try:
             return self._cards[name]
         except KeyError:
@@ -149,5 +174,7 @@ class CardCatalog:
         return name in self._cards
 
     def pairs(self) -> list[tuple[ModelCard, ModelCard]]:
-        """(base, reasoning model) pairs among the known cards."""
-        return [(self._cards[c.base], c) for c in self if c.base and c.base in self._cards]
+        """(base, reasoning model) pairs among the known cards; a hybrid is its own pair, off -> on."""
+        pairs = [(self.get(c.base), c) for c in self if c.base and (c.base in self or split_mode_name(c.base)[0] in self)]
+        return pairs + [(mode_card(c, "off"), mode_card(c, "on")) for c in self
+                        if c.thinking_switch is not None and c.thinking is None]

@@ -35,6 +35,7 @@ from ..registry import register
 from .base import Backend, ChatRequest, template_hash
 from .budget import think_plan
 from .hf_control import generate_hf_controlled
+from .thinking import template_kwargs
 
 # Reasoning tags are kept in the decoded text even where a tokenizer registers them as special
 # tokens: splitting reasoning from answer depends on them.
@@ -315,7 +316,8 @@ class HFBackend(Backend):
         return conv
 
     def _render(self, convs: list, tokenize: bool):
-        kw: dict[str, Any] = dict(chat_template=self.chat_template, add_generation_prompt=True, tokenize=tokenize)
+        kw: dict[str, Any] = dict(chat_template=self.chat_template, add_generation_prompt=True, tokenize=tokenize,
+                                  **template_kwargs(self.card))  # a hybrid's thinking mode
         if tokenize:
             kw.update(return_dict=True, return_tensors="pt")
             if self.text_only:
@@ -334,7 +336,8 @@ class HFBackend(Backend):
         tok = self._tokenizer_of(self.processor)
         special = set(tok.all_special_ids)
         special |= {i for i, t in tok.added_tokens_decoder.items() if getattr(t, "special", False)}
-        keep = {tok.convert_tokens_to_ids(t) for t in KEEP_TAGS if t in tok.get_vocab()}
+        vocab = tok.get_vocab()
+        keep = {tok.convert_tokens_to_ids(t) for t in (*KEEP_TAGS, *self.card.reasoning_format.markers) if t in vocab}
         self._skip = special - keep
         return self._skip
 

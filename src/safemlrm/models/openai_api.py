@@ -44,6 +44,7 @@ from ..registry import register
 from ..safety import decode_body, resolve_secret, wire_text
 from .budget import refuse_unsupported
 from .base import Backend, ChatRequest
+from .thinking import request_fields
 
 if TYPE_CHECKING:  # imported when the first client is made: a run without API models never pays for it
     import aiohttp
@@ -277,6 +278,8 @@ class OpenAIBackend(Backend):
         if s.top_p is not None:
             body["top_p"] = s.top_p
         body.update(self.extra_body)
+        for field, value in request_fields(self.card).items():  # a hybrid's thinking mode, merged with extra_body's
+            body[field] = {**(body.get(field) or {}), **value}
         return body
 
     @staticmethod

