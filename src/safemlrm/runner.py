@@ -335,7 +335,13 @@ class Runner:
     def _save(self, store: Store, card: ModelCard, completions: list[Completion]) -> None:
         """Split and store completions in one transaction; counted in the run's stats."""
         fmt = card.reasoning_format  # the card chooses the split
-        store.add_completions([(c, account(fmt.split(c), c, card)) for c in completions])
+        budgets = {m.name: m.generation.think_budget for m in self.cfg.models}
+
+        def tokens(c: Completion) -> int | None:  # a think budget in tokens, for the account
+            b = budgets.get(c.model)
+            return 0 if b == "zero" else b if isinstance(b, int) else None
+
+        store.add_completions([(c, account(fmt.split(c), c, card, budget=tokens(c))) for c in completions])
         self.stats.model_calls += len(completions)
         self.stats.errors += sum(c.error is not None for c in completions)
 

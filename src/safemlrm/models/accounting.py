@@ -2,7 +2,8 @@
 
 Token counts: a backend reports one count for the whole completion; it is shared between the
 reasoning and the answer in proportion to their characters (`tokens_exact` false), which keeps the
-sum equal to what the model generated. Marker tokens count with the reasoning.
+sum equal to what the model generated. Marker tokens count with the reasoning. Where the backend
+counted each phase itself (two-phase generation under a think budget), those counts are exact.
 """
 from __future__ import annotations
 
@@ -35,8 +36,11 @@ def account(response: Response, completion: Completion, card: ModelCard | None =
     r_tok, a_tok = _shares(completion.completion_tokens, reasoning, answer)
     if not reasoning:
         r_tok, a_tok = (0, completion.completion_tokens) if completion.completion_tokens is not None else (None, None)
+    exact = completion.reasoning_tokens is not None and completion.answer_tokens is not None
+    if exact:  # two-phase generation (think budgets, planted thoughts) counted each phase itself
+        r_tok, a_tok = completion.reasoning_tokens, completion.answer_tokens
     close_seen = bool(reasoning) and response.outcome is not Outcome.UNCLOSED_THINK
-    acc = ReasoningAccount(reasoning_tokens=r_tok, answer_tokens=a_tok, close_seen=close_seen,
+    acc = ReasoningAccount(reasoning_tokens=r_tok, answer_tokens=a_tok, tokens_exact=exact, close_seen=close_seen,
                            finish_reason=completion.finish_reason, thinking=card.thinking if card else None,
                            budget=budget)
     return response.model_copy(update={"account": acc})
