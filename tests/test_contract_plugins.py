@@ -70,4 +70,4 @@ def test_a_run_config_is_checked_before_anything_is_written(tmp_path):
     cfg["models"][0]["options"] = {"batch_size": 4}
     f.write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["run", str(f), "--dry-run"])
-    assert res.exit_code == 2 and "key 'judges.0.params.variant': Input should be 'refusal' or 'study'" in res.output
+    assert res.exit_code == 2 and "key 'judges.0.params.variant': must be one of refusal, study, not 'studdy'. Did you mean 'study'?" in res.output

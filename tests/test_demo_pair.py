@@ -61,7 +61,7 @@ def test_demo_pair_runs_and_analyses(demo_run):
     for model in (BASE, THINKER):
         mine = planned[planned["model"] == model]
         assert len(mine) == LIMIT and mine["error"].isna().all(), (model, mine[["outcome", "error"]])
-    outcomes = res.outcomes
+    outcomes = res.outcomes()
     assert not outcomes.empty
     # the reasoning model: reasoning and answer apart for most items (the budget forces the close)
     verdicts = res.verdicts

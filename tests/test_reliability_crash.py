@@ -213,7 +213,7 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
                 assert got[part] == reference[part], f"episode {episode}: {part} differs from the uninterrupted run"
             # each kill loses at most the requests in flight (2 at a time), never a stored answer
             assert 24 <= target.requests <= 24 + 6 * 2
-            assert 48 <= judge.requests <= 48 + 6 * 2
+            assert 24 <= judge.requests <= 24 + 6 * 2  # one judge call serves both channels
 
     print(f"\n{kills} kills, landed: {dict(landed)}")
     assert kills >= 20

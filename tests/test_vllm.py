@@ -35,7 +35,7 @@ def test_registered_and_listed_without_vllm():
     ({"max_model_len": "8k"}, r"key 'options.max_model_len': Input should be a valid integer.*got '8k'"),
     ({"gpu_memory_utilization": 1.5}, r"'options.gpu_memory_utilization': Input should be less than or equal to 1, "
                                       r"got 1.5"),
-    ({"dtype": "fp8"}, r"'options.dtype': Input should be 'auto', 'float16', 'bfloat16' or 'float32', got 'fp8'"),
+    ({"dtype": "fp8"}, r"'options.dtype': must be one of auto, float16, bfloat16, float32, not 'fp8'"),
     ({"enforce_eager": "yes"}, r"'options.enforce_eager': Input should be a valid boolean, got 'yes'"),
 ])
 def test_bad_options_name_model_and_option(options, message):

@@ -82,9 +82,13 @@ def think_plan(card: ModelCard, settings: GenerationSettings, backend: str) -> T
                               f"(a number or 'more')")
         return None
     fmt = card.reasoning_format
-    if fmt.open is None or fmt.close is None:
+    if not card.is_reasoning:
+        mode = "thinking: off" if card.thinking == "off" else f"think_format: {card.format_name}"
         raise ConfigError(f"model {card.name} (backend {backend}): generation.think_budget needs a reasoning "
-                          f"model, but its card has think_format: none")
+                          f"model, but its card has {mode}")
+    if fmt.open is None or fmt.close is None:
+        raise ConfigError(f"model {card.name} (backend {backend}): generation.think_budget needs think markers "
+                          f"to force, but the card's think_format {card.format_name!r} has none")
     room = settings.max_new_tokens
     if budget == "zero":
         plan = ThinkPlan(cap=0)

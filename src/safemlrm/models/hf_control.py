@@ -57,9 +57,11 @@ def generate_hf_controlled(backend, items: list) -> list[Completion]:
     """A batch under a think budget, or holding planted thoughts (attacks/think_prefix.py)."""
     start = time.perf_counter()
     planted = [planted_prefix(it.request.messages, it.request.continues_turn) for it in items]
-    if backend.card.reasoning_format.open is None:
-        raise SafeMLRMError(f"model {backend.card.name}: a think prefix needs a reasoning model, but its card has "
-                            f"think_format: none")
+    if any(p is not None for _, p in planted) and (not backend.card.is_reasoning
+                                                  or backend.card.reasoning_format.open is None):
+        raise SafeMLRMError(f"model {backend.card.name}: a think prefix needs a reasoning model with think "
+                            f"markers, but its card has think_format: {backend.card.format_name}"
+                            + (" (thinking: off)" if backend.card.thinking == "off" else ""))
     bare = [replace(it, request=replace(it.request, messages=msgs)) for it, (msgs, _) in zip(items, planted)]
     plan = backend.think_plan or free_plan(backend.settings.max_new_tokens)
 
