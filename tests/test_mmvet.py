@@ -94,6 +94,22 @@ def test_loader_reads_the_hub_parquet_and_names_bad_items(tmp_path):
         load(tmp_path / "empty")
 
 
+def test_loader_through_the_hub_code_path(tmp_path, monkeypatch):
+    """`hub:` goes through datasets.load_dataset (a packaged builder with data_files stands in for
+    lmms-lab/MMVet); capability as list text is read too."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    rows = [{"question_id": k, "image": fx.image_bytes(), "question": r["question"], "answer": r["answer"],
+             "image_source": r["imagename"], "capability": str(r["capability"])} for k, r in ITEMS.items()]
+    p = fx.write_parquet(tmp_path / "test.parquet", rows)
+    registry.load_plugins()
+    ds = build_dataset(DatasetSpec(name="mmvet", options={"hub": "parquet", "data_files": {"test": str(p)},
+                                                          "image_cache": str(tmp_path / "c")}))
+    samples = list(select(ds))
+    assert [s.id for s in samples] == list(ITEMS) and samples[3].meta["capabilities"] == ["rec", "know", "gen"]
+    assert all(Path(s.images["image"]).is_file() for s in samples)
+
+
 def test_grade_reading_is_mmvets_and_a_bad_reply_is_never_a_grade():
     assert read_grade("0.5") == 0.5 and read_grade(" 1.0 ") == 1.0 and read_grade("0.3 because") == 0.3
     for bad in ("1.5", "-0.1", "nan", "inf", "Correctness: 0.5", "", "0.5\nbecause it is half right"):
