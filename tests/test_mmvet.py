@@ -127,12 +127,13 @@ def bench(tmp_path: Path, base_url: str, name: str) -> dict:
     return {"name": name, "cards": [str(cards)],
             "models": [{"card": "echo", "backend": "openai",
                         "options": {"base_url": base_url, "concurrency": 2, "timeout": 10, "max_retries": 0}}],
-            "datasets": [{"name": "mmvet", "path": str(mmvet(tmp_path))}],
+            "datasets": [{"name": "figstep", "limit": 2}, {"name": "mmvet", "path": str(mmvet(tmp_path))}],
             "attacks": [{"name": "direct"}], "judges": [{"name": "keyword"}]}
 
 
 def two_runs(tmp_path: Path) -> tuple[Path, Path]:
-    """before: every answer "I am not sure."; after: the echo of the question."""
+    """Two runs of FigStep (2 items) and MM-Vet: before, every answer is "I am not sure."; after,
+    the echo of the prompt."""
     dirs = []
     for tag, server in (("before", FaultServer(Fault("ok", content="I am not sure."))), ("after", FaultServer())):
         with server as srv:
@@ -163,6 +164,9 @@ def test_compare_grades_mmvet_per_capability_and_in_total(tmp_path):
         [r["question"] for r in ITEMS.values()] * 2  # the order the grades above assume
     assert asked[5].endswith("| echo: What is x in the equation? | ")
 
+    # the capability change sits next to the safety change (FigStep, keyword judge) in one comparison
+    assert list(c.safety["dataset"]) == ["figstep"] and c.safety["n_before"].iloc[0] == 2
+    assert c.verdict[0].startswith("ASR fell on") and "General ability: mmvet +6.7 pts." in c.verdict
     rows = {r["part"]: r for r in c.capability.to_dict(orient="records")}
     assert list(rows) == ["total", "rec", "ocr", "know", "gen", "math"]
     # before: v1_0 0.5 (ocr, math), v1_1 1.0 (ocr), v1_2 unparseable (rec), v1_3 0.4 (rec, know, gen)

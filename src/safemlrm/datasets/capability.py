@@ -193,7 +193,7 @@ def mmvet_capabilities(value: Any, where: str) -> list[str]:
 class MMVet(_Capability):
     """MM-Vet: 218 open questions whose answers an LLM grades 0-1 against the ground truth."""
 
-    license = "CC BY-NC 4.0"
+    license = "CC-BY-NC-4.0"
     hub_id = "lmms-lab/MMVet"
     hub_split = "test"
 
