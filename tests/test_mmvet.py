@@ -25,6 +25,7 @@ from safemlrm.judges.mmvet import MMVET_PROMPT, MMVET_RETRY, MMVetGrader, read_g
 from safemlrm.judges.parsing import Unreadable
 from safemlrm.results import load_run
 from safemlrm.runner import Runner, build_dataset
+from safemlrm.tis.capability_rows import mmvet_parts
 from safemlrm.tis.compare import compare_results, markdown
 from servers import Fault, FaultServer
 
@@ -117,6 +118,11 @@ def test_grade_reading_is_mmvets_and_a_bad_reply_is_never_a_grade():
     scores = mmvet_scores([(0.5, ["ocr", "math"]), (None, ["rec"]), (1.0, ["ocr"])])
     assert scores["total"]["n"] == 2 and scores["total"]["unparseable"] == 1 and scores["total"]["score"] == 0.75
     assert scores["rec"]["n"] == 0 and math.isnan(scores["rec"]["score"]) and "know" not in scores
+    # an item with no final answer is absent from its parts, never graded
+    parts = mmvet_parts([("mmvet", ["ocr"], object()), ("mmvet", ["spat"], None)], [0.5])
+    assert (parts[("mmvet", "total")]["n"], parts[("mmvet", "total")]["absent"]) == (1, 1)
+    assert (parts[("mmvet", "spat")]["n"], parts[("mmvet", "spat")]["absent"]) == (0, 1)
+    assert parts[("mmvet", "ocr")]["score"] == 0.5 and math.isnan(parts[("mmvet", "spat")]["score"])
     with pytest.raises(ConfigError, match="prefilter"):
         MMVetGrader(base_url="http://127.0.0.1:9/v1", model="g", prefilter="study")
 

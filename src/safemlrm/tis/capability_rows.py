@@ -90,7 +90,10 @@ def grade(grader: Any, items: list[Any]) -> list[float | None]:
     """Each JudgeItem's grade (None: unparseable); an answer graded once however often it recurs."""
     keys = [grader.cache_key(it) for it in items]
     todo = {k: it for k, it in zip(keys, items)}
-    results = dict(zip(todo, grader.judge(list(todo.values())))) if todo else {}
+    try:
+        results = dict(zip(todo, grader.judge(list(todo.values())))) if todo else {}
+    finally:
+        grader.close()  # a local grader's weights go once everything is graded
     return [results[k].score for k in keys]
 
 
