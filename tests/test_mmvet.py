@@ -217,3 +217,15 @@ def test_without_a_grader_mmvet_is_flagged_not_skipped(tmp_path):
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     total = next(r for r in saved["capability"] if r["part"] == "total")
     assert total["accuracy_before"] == total["accuracy_after"] == 1.0 and total["n_after"] == 4
+
+
+@pytest.mark.slow
+def test_a_local_grader_whose_replies_are_not_grades_leaves_every_item_unparseable(tmp_path, tiny_judge):
+    """`backend: hf`: a tiny checkpoint trained to say a guard verdict (conftest.JUDGE_TARGET), never a
+    number: each item is asked twice, then counted unparseable, not 0 and not correct."""
+    before, after = two_runs(tmp_path)
+    grader = MMVetGrader(backend="hf", path=str(tiny_judge), max_tokens=64, device="cpu", dtype="float32")
+    c = compare_results(load_run(before), load_run(after), grader=grader)
+    total = c.capability.set_index("part").loc["total"]
+    assert (total["n_before"], total["unparseable_before"], total["n_after"], total["unparseable_after"]) == (0, 4, 0, 4)
+    assert math.isnan(total["accuracy_before"]) and grader.calls == 2 * 8  # each answer asked twice
