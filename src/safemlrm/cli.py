@@ -54,13 +54,13 @@ def quiet(no_progress: bool) -> None:
         quiet_libraries()
 
 
-def _parse_params(pairs: list[str]) -> dict:
+def _parse_params(pairs: list[str], option: str = "--param") -> dict:
     import yaml
 
     params = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SafeMLRMError(f"--param takes KEY=VALUE, got {pair!r}")
+            raise SafeMLRMError(f"{option} takes KEY=VALUE, got {pair!r}")
         k, v = pair.split("=", 1)
         params[k] = yaml.safe_load(v)
     return params
@@ -485,8 +485,9 @@ def tis_compare(before: str = typer.Argument(..., help="A run directory, a model
                 after_model: Optional[str] = typer.Option(None, "--after-model", help="Model in AFTER's run, when it has several."),
                 think_format: str = typer.Option("think", "--think-format", help="think_format of cards made for checkpoint directories."),
                 tolerance: float = typer.Option(0.05, "--tolerance", help="Over-refusal rise (fraction) that is flagged."),
+                grader: list[str] = typer.Option([], "--grader", help="MM-Vet's LLM grader param KEY=VALUE (repeatable): base_url and model of an OpenAI-compatible server, or backend=hf with path; see docs/datasets.md."),
                 no_progress: bool = typer.Option(False, "--no-progress")):
-    """Safety change per benchmark, and over-refusal change on allowed requests."""
+    """Safety change per benchmark, over-refusal change on allowed requests, general-ability change."""
     from .config import load_config
     from .tis.compare import compare, markdown, write_comparison
 
@@ -496,7 +497,8 @@ def tis_compare(before: str = typer.Argument(..., help="A run directory, a model
     cfg = load_config(config) if config else None
     c, b, a = compare(before, after, config=cfg, out=out_dir, judge=judge_label, channel=channel,
                       allowed=tuple(allowed), before_model=before_model, after_model=after_model,
-                      tolerance=tolerance, think_format=think_format, console=err, show_progress=not no_progress)
+                      tolerance=tolerance, think_format=think_format, console=err, show_progress=not no_progress,
+                      grader_params=_parse_params(grader, "--grader"))
     out.print(markdown(c, str(b), str(a)), markup=False, highlight=False)
     if out_dir:
         md, _ = write_comparison(c, out_dir, str(b), str(a))
