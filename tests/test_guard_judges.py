@@ -373,3 +373,98 @@ def test_harmbench_chunks_are_declared_and_cover_the_text():
     assert chunks("", 200) == [""]
     with pytest.raises(ConfigError, match=r"key 'params.chunk_chars': Input should be greater than or equal to 200"):
         HarmBenchJudge(chunk_chars=10, **API)
+
+
+# --- tiny models trained to each output format, through hf ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_llama_guard(tmp_path_factory):
+    from conftest import _tiny
+    import tiny_guards
+
+    return _tiny(tmp_path_factory, "llama-guard-format", tiny_guards.build_llama_guard, module="tiny_guards")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen3guard(tmp_path_factory):
+    from conftest import _tiny
+    import tiny_guards
+
+    return _tiny(tmp_path_factory, "qwen3guard-format", tiny_guards.build_qwen3guard, module="tiny_guards")
+
+
+@pytest.fixture(scope="module")
+def tiny_harmbench(tmp_path_factory):
+    from conftest import _tiny
+    import tiny_guards
+
+    return _tiny(tmp_path_factory, "harmbench-format", tiny_guards.build_harmbench, module="tiny_guards")
+
+
+LOCAL = dict(backend="hf", device="cpu", dtype="float32")
+
+
+def test_llama_guard_through_hf_with_a_model_trained_on_its_output(tiny_llama_guard):
+    judge = LlamaGuardJudge(path=str(tiny_llama_guard), **LOCAL)
+    assert judge.backend.chat_template == judge.pinned_template  # pinned, whatever the checkpoint carries
+    try:
+        (r,) = judge.judge([item()])
+    finally:
+        judge.close()
+    assert (r.score, r.label, r.rationale) == (1, Label.UNSAFE, "unsafe: S9 (Indiscriminate Weapons)")
+
+
+def test_qwen3guard_through_hf_with_a_model_trained_on_its_output(tiny_qwen3guard):
+    judge = Qwen3GuardJudge(path=str(tiny_qwen3guard), **LOCAL)
+    try:
+        (r,) = judge.judge([item()])
+    finally:
+        judge.close()
+    assert (r.score, r.label, r.rationale) == (1, Label.UNSAFE, "Safety: Unsafe; Categories: Violent; Refusal: No")
+    assert judge.calls == 1
+
+
+def test_harmbench_through_hf_judges_a_long_text_in_chunks(tiny_harmbench):
+    judge = HarmBenchJudge(path=str(tiny_harmbench), chunk_chars=200, **LOCAL)
+    long = " ".join(["step"] * 90)  # 449 characters: three chunks
+    try:
+        short, chunked = judge.judge([item(), item(text=long)])
+    finally:
+        judge.close()
+    assert (short.score, short.label, short.rationale) == (1, Label.UNSAFE, "yes")
+    assert (chunked.score, chunked.label) == (1, Label.UNSAFE)
+    assert chunked.rationale.startswith("3 chunks, a yes among them. chunk 1: yes; chunk 2: yes; chunk 3: yes")
+    assert judge.calls == 4
+
+
+def test_a_run_stores_the_template_sha256_in_every_verdict(tmp_path, tiny_qwen3guard):
+    import json
+
+    from safemlrm.runner import Runner
+    from safemlrm.store import Store
+    from servers import FaultServer
+    from test_judges_models import finished_run
+
+    judge = Qwen3GuardJudge(path=str(tiny_qwen3guard), **LOCAL)
+    with FaultServer() as target:
+        cfg = finished_run(tmp_path, target)
+        runner = Runner(cfg, tmp_path / "run", show_progress=False)
+        with Store(tmp_path / "run") as store:
+            runner.judge(store, {"qg": judge})
+            bodies = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM verdicts WHERE judge='qg'")]
+            meta = store.get_meta("judges")["qg"]
+    assert len(bodies) == 6 and {b["channel"] for b in bodies} == {"answer", "full"}  # no reasoning channel
+    assert {b["template_sha256"] for b in bodies} == {judge.template_sha256()} == {meta["template_sha256"]}
+    assert {b["label"] for b in bodies} == {"unsafe"}
+
+
+@pytest.mark.slow
+def test_qwen3guard_against_transformers_serve(tiny_qwen3guard):
+    """The checkpoint saved with the pinned template, as `--chat-template` gives a server."""
+    from servers import serve_transformers
+
+    with serve_transformers(tiny_qwen3guard) as served:
+        judge = Qwen3GuardJudge(base_url=served.base_url, model=served.model, concurrency=2, timeout=120)
+        got = judge.judge([item(), item(text="Sure: first, ...")])
+    assert [(r.score, r.label) for r in got] == [(1, Label.UNSAFE)] * 2, [r.rationale for r in got]
+    assert judge.calls == 2  # read at the first attempt
