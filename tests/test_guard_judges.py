@@ -468,3 +468,22 @@ def test_qwen3guard_against_transformers_serve(tiny_qwen3guard):
         got = judge.judge([item(), item(text="Sure: first, ...")])
     assert [(r.score, r.label) for r in got] == [(1, Label.UNSAFE)] * 2, [r.rationale for r in got]
     assert judge.calls == 2  # read at the first attempt
+
+
+def test_a_bad_guard_param_in_a_run_config_stops_before_anything_is_written(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from safemlrm.cli import app
+
+    cfg = {"name": "c", "models": [{"card": "qwen2.5-vl-7b", "backend": "hf"}],
+           "datasets": [{"name": "figstep", "options": {"subset": "tiny"}, "limit": 1}],
+           "judges": [{"name": "llama-guard", "params": {"version": "3-visoin", "base_url": "http://127.0.0.1:9/v1",
+                                                         "model": "m"}}]}
+    f = tmp_path / "run.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["run", str(f), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert ("key 'judges.0.params.version': must be one of 3, 3-1b, 3-vision, 4, not '3-visoin'. "
+            "Did you mean '3-vision'?") in res.output
+    assert not (tmp_path / "run").exists()
