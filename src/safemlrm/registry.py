@@ -54,6 +54,9 @@ _BUILTIN_MODULES = (
     "safemlrm.judges.scales",
     "safemlrm.judges.trace",
     "safemlrm.judges.wildguard",
+    "safemlrm.judges.llama_guard",
+    "safemlrm.judges.qwen3guard",
+    "safemlrm.judges.harmbench",
 )
 
 

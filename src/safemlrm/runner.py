@@ -470,6 +470,8 @@ class Runner:
         for label, judge in judges.items():
             meta[label] = {"name": judge.registered_name, "identity": judge.identity(),
                            "prompt_hash": judge.prompt_hash(), "scale": judge.scale.__dict__}
+            if judge.template_sha256():
+                meta[label]["template_sha256"] = judge.template_sha256()
             if label in validations:
                 meta[label]["validation"] = validations[label]
         store.set_meta("judges", meta)
@@ -558,6 +560,7 @@ class JudgeStream:
         self._twins: dict[tuple[str, Channel], tuple[JudgeItem, str]] = {}  # answer -> its identical `full`
         self._task: Any = None
         self.prompt_hash = judge.prompt_hash()
+        self.template_sha256 = judge.template_sha256()
         self.limiter: AdaptiveLimiter | None = None
         if judge.mode == "async":
             self.limiter = AdaptiveLimiter(judge_limits(label, judge), name=f"judge {label}")
@@ -656,7 +659,8 @@ class JudgeStream:
         self.store.add_verdicts(
             Verdict(completion_key=ck, channel=it.channel, judge=self.label, judge_id=j.registered_name,
                     prompt_hash=self.prompt_hash, cache_key=cache, score=r.score, label=r.label,
-                    rationale=r.rationale, by_prefilter=r.by_prefilter) for ck, it, cache, r in done)
+                    rationale=r.rationale, by_prefilter=r.by_prefilter, template_sha256=self.template_sha256)
+            for ck, it, cache, r in done)
         for ck, it, _, _ in done:
             self._in_flight.discard((ck, it.channel))
         self.runner.stats.verdicts += len(done)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..hashing import content_hash, hash_prefix
-from ..records import Channel, Label, Response
+from ..records import Channel, Label, Modality, Response
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,22 @@ class Scale:
 def registered_scales(judges_meta: dict[str, Any] | None) -> dict[str, Scale]:
     """Each judge's scale from a run's `judges` meta (as the runner registers it)."""
     return {label: Scale(**meta["scale"]) for label, meta in (judges_meta or {}).items()}
+
+
+@dataclass(frozen=True)
+class InputLimit:
+    """How much text a judge's model reads at once, and what the judge does with more.
+
+    `tokens`: the limit (the model's context, or the length the classifier was trained on);
+    `chars`: the size in characters the judge enforces (texts are not tokenized before judging, so
+    the cut is made in characters: an estimate of `tokens` for English); `policy`: "chunk" (the text
+    is judged in pieces of at most `chars`, every piece recorded), "clip" (head and tail, `max_chars`)
+    or "error" (the server rejects it: an unparseable verdict that says so)."""
+
+    tokens: int
+    policy: Literal["chunk", "clip", "error"]
+    chars: int | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,8 @@ class Judge:
     scale: ClassVar[Scale]
     wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
     channels: ClassVar[tuple[Channel, ...] | None] = None  # the channels it reads (None: every channel)
+    modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)  # what it can read (images: with multimodal)
+    input_limit: ClassVar[InputLimit | None] = None  # None: no declared limit
     streaming: ClassVar[bool | None] = None  # judge alongside generation; None: the runner decides by mode
     # an async judge's limits (LLM judges set them from their params); None: the runner's defaults
     concurrency: int | None = None
@@ -72,6 +90,11 @@ class Judge:
 
     def prompt_hash(self) -> str:
         return content_hash("judge-prompt", self.prompt_text(), length=16)
+
+    def template_sha256(self) -> str:
+        """sha256 of the input format the judge pins (a named guard's chat template), recorded in each
+        verdict; "" for judges that pin none. Also part of `prompt_text`, so of the prompt hash."""
+        return ""
 
     def context(self, item: JudgeItem) -> dict[str, Any]:
         """What else of the item the verdict depends on (a scenario, a sample's safety warning); it

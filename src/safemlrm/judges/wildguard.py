@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from ..records import Channel, Label, Message, Modality, TextPart
 from ..registry import register
-from .base import JudgeItem, JudgeResult, Scale
+from .base import InputLimit, JudgeItem, JudgeResult, Scale
 from .llm import LLMJudge
 from .parsing import Unreadable
 
@@ -71,11 +71,8 @@ class WildGuardJudge(LLMJudge):
     def __init__(self, max_tokens: int = 128, **params: Any):  # the allowance of the published classifier code
         super().__init__(max_tokens=max_tokens, **params)
 
-    def _make_backend(self, opts: dict[str, Any]):
-        backend = super()._make_backend(opts)
-        if self.backend_name == "hf":  # the judge's template, not the checkpoint's: the format is pinned
-            backend.card = backend.card.model_copy(update={"chat_template": CHAT_TEMPLATE})
-        return backend
+    pinned_template = CHAT_TEMPLATE
+    input_limit = InputLimit(tokens=32768, policy="error", note="Mistral-7B-v0.3's context")
 
     def prompt_parts(self) -> list[str]:
         return [USER_TURN, CHAT_TEMPLATE]
