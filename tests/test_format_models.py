@@ -90,7 +90,7 @@ def _check_channels(run: Path, expected: dict[str, tuple[str, str, str | None]])
 def test_zoo_families_end_to_end_through_hf(tmp_path, family_models):
     from tiny_formats import FAMILIES
 
-    hf = {"backend": "hf", "generation": {"max_new_tokens": 80, "do_sample": False}}
+    hf = {"backend": "hf", "generation": {"max_new_tokens": 160, "do_sample": False}}
     models = [{"card": f.card, **hf, "options": {"path": str(family_models[n]), "dtype": "float32", "device": "cpu"}}
               for n, f in FAMILIES.items()]
     run = _run(tmp_path, models)
@@ -113,7 +113,7 @@ def test_zoo_families_through_transformers_serve(tmp_path, family_models):
     with contextlib.ExitStack() as stack:
         served = {n: stack.enter_context(serve_transformers(family_models[n], startup_timeout=300)) for n in SERVED}
         models = [{"card": FAMILIES[n].card, "backend": "openai",
-                   "generation": {"max_new_tokens": 80, "do_sample": False},
+                   "generation": {"max_new_tokens": 160, "do_sample": False},
                    "options": {"base_url": s.base_url, "model": s.model, "timeout": 300, "max_retries": 1}}
                   for n, s in served.items()]
         run = _run(tmp_path, models)
