@@ -28,7 +28,8 @@ from safemlrm.store import Store  # noqa: E402
 pytestmark = pytest.mark.slow
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
-SERVED = ("qwen3_vl", "glm4v", "internvl", "mllama")  # template-opened, box tokens, think tags, stage tags
+# template-opened, box tokens, the same with the thinking mode sent to the server, think tags, stage tags
+SERVED = ("qwen3_vl", "glm4v", "glm4v_moe", "internvl", "mllama")
 
 
 @pytest.fixture(scope="session")

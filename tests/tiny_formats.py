@@ -7,7 +7,9 @@ hundred steps: seconds on idle cores, minutes on a busy shared machine). Cached 
   build_hybrid_lm(path)         a text LM whose template honours enable_thinking (Qwen3 style): it
                                 reasons and complies in mode on, refuses without reasoning in mode off
   build_family(path, name)      a tiny vision-language model of one zoo family (FAMILIES[name]: its
-                                architecture, chat template, zoo card and raw output), any prompt
+                                architecture, chat template, zoo card and raw output), trained on
+                                the prompts of test_format_models.py (1.5-5 minutes each, measured
+                                on two cores shared at a load average of 12; cached)
 
 Every family's trace refuses and its answer complies, so a judge of the wrong channel gives the
 other verdict: a split that files the trace as the answer cannot pass unnoticed.
