@@ -1,9 +1,10 @@
 """The zoo's reasoning formats on real checkpoints of their architectures, end to end.
 
 One tiny model per family transformers ships (tests/tiny_formats.py FAMILIES: Qwen3-VL, GLM-4V,
-GLM-4V-MoE, InternVL, Mllama), trained to write its family's raw output, saved with its processor
-and chat template, and audited as a user audits a local copy of a zoo model: the zoo card with
-`path:` through `hf`, and the same checkpoint behind a real `transformers serve` through `openai`.
+GLM-4V-MoE, InternVL, Mllama), trained to write its family's raw output for the two prompts of
+these runs, saved with its processor and chat template, and audited as a user audits a local copy
+of a zoo model: the zoo card with `path:` through `hf`, and the same checkpoint behind a real
+`transformers serve` through `openai`.
 Each family's trace refuses and its answer complies, so the keyword judge tells the channels apart:
 the answer channel must read "complied" and the reasoning channel "refused".
 
