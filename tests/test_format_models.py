@@ -26,7 +26,8 @@ from conftest import _tiny  # noqa: E402
 from safemlrm import load_run  # noqa: E402
 from safemlrm.store import Store  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# building the five checkpoints afresh takes the first test 10-20 minutes on a busy two-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 # template-opened, box tokens, the same with the thinking mode sent to the server, think tags, stage tags
