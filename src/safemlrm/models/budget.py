@@ -13,8 +13,10 @@ LessThink / MoreThink, the last as s1's budget forcing):
   CONTINUE_CUE and the model reasons on; past the minimum it may close, and is closed at
   half of max_new_tokens so that the answer has room.
 
-The answer gets what is left of max_new_tokens. The logic here knows nothing of any engine: a
-backend hands in a `step` function that continues a batch of assistant prefixes (see `Step`).
+The answer gets what is left of max_new_tokens. The logic here knows nothing of any engine: it is
+one generator (`controlled_steps`) that asks for continuations of a batch of assistant prefixes
+(see `Step`); `generate_controlled` drives it with a batch engine's step (hf_control.py,
+vllm_control.py), `agenerate_controlled` with an async HTTP client (openai_control.py).
 """
 from __future__ import annotations
 
