@@ -13,7 +13,7 @@ from safemlrm.models.cards import ModelCard
 from safemlrm.models.openai_api import OpenAIBackend
 from safemlrm.models.reasoning import split_completion
 from safemlrm.records import Completion, GenerationSettings, Message, Outcome, TextPart
-from servers import FaultServer, Thinker, fault_server  # noqa: F401
+from servers import FaultServer, Thinker, fault_server, smollm2_hf_dir, smollm2_server  # noqa: F401
 
 REASONING = "I should not help with that request at all."
 ANSWER = "I cannot help with that."
@@ -78,6 +78,22 @@ def test_zero_less_and_a_roomy_budget_over_http():
     assert roomy.text == TURN and roomy.reasoning_tokens == len(REASONING.split())
 
 
+def test_more_pushes_past_an_early_close_over_http_and_a_model_that_never_reasons_does_not_loop():
+    from safemlrm.models.budget import CONTINUE_CUE
+
+    with FaultServer(thinker=Thinker(TURN, continues="vllm")) as srv:
+        c = run(srv, chat(), think_budget="more", think_min_tokens=12)  # cap: 30 // 2 = 15
+    r = split_completion(c)
+    words = REASONING.split()
+    assert r.reasoning == f"{REASONING} {CONTINUE_CUE} " + " ".join(words[:15 - len(words)])  # pushed, then cut
+    assert c.reasoning_tokens == 15 and r.answer == ANSWER
+    assert [b["max_tokens"] for b in srv.bodies] == [15, 15 - len(words), 30 - 15]
+    with FaultServer(thinker=Thinker("<think></think>" + ANSWER, continues="vllm")) as srv:
+        c = run(srv, chat(), think_budget="more", think_min_tokens=12)
+    assert split_completion(c).answer == ANSWER and c.reasoning_tokens == 0
+    assert len(srv.bodies) == 3  # closed at once twice: pushed once, then answered
+
+
 def test_template_opened_cards_send_the_marker_but_record_the_turn_as_the_template_reads():
     card = CARD.model_copy(update={"name": "opened", "think_opened_by_template": True})
     with FaultServer(thinker=Thinker(TURN, continues="vllm")) as srv:
@@ -127,3 +143,40 @@ def test_a_failed_phase_is_a_completion_error():
         srv.script("ok", 400)  # the reasoning phase answers, the answer phase is refused
         c = run(srv, chat(), think_budget=2)
     assert c.error is not None and c.error.startswith("HTTP 400") and c.text == ""
+
+
+@pytest.mark.slow
+def test_transformers_serve_does_not_continue_an_assistant_prefix(smollm2_server, smollm2_hf_dir):
+    """Checked for real on `transformers serve` (SmolLM2-135M): it refuses vLLM's continuation flags,
+    and renders a final assistant message as a finished turn followed by a new generation prompt
+    (read from the prompt's token count, not from what the model writes). Hence no
+    prefix_continuation mode for it (docs/reasoning-control.md)."""
+    from transformers import AutoTokenizer
+
+    card = ModelCard(name="smol", hub_id=smollm2_server.model, modalities=("text",))
+    opts = {"base_url": smollm2_server.base_url, "model": smollm2_server.model, "timeout": 120, "max_retries": 0}
+    flagged = run_with(card, GenerationSettings(max_new_tokens=8, do_sample=False, think_budget=2),
+                       {**opts, "prefix_continuation": "vllm"}, chat("What is the capital of France?"))
+    assert flagged.error is not None and flagged.error.startswith("HTTP 422")
+    assert "continue_final_message" in flagged.error  # an unexpected field to it
+    plain = GenerationSettings(max_new_tokens=1, do_sample=False)
+    alone = run_with(card, plain, opts, chat("What is the capital of France?"))
+    prefix = "The capital of France is"
+    prefilled = run_with(card, plain, opts, ChatRequest(key="k", probe_key="p", messages=chat(
+        "What is the capital of France?").messages + (Message(role="assistant", content=(TextPart(text=prefix),)),)))
+    assert alone.error is None and prefilled.error is None, (alone.error, prefilled.error)
+    tok = AutoTokenizer.from_pretrained(str(smollm2_hf_dir))
+    closed = len(tok(prefix + "<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
+    assert prefilled.prompt_tokens - alone.prompt_tokens == closed  # the prefix closed, a new turn opened
+
+
+def run_with(card: ModelCard, settings: GenerationSettings, options: dict, req: ChatRequest) -> Completion:
+    b = OpenAIBackend(card, settings, options)
+
+    async def go():
+        try:
+            return await b.agenerate(req)
+        finally:
+            await b.aclose()
+
+    return asyncio.run(go())

@@ -111,8 +111,9 @@ def test_a_killed_sweep_resumes_with_nothing_doubled(tmp_path, controlled, axis)
             c, r = store.completion(row.completion_key), store.response(row.completion_key)
             tokens.setdefault(row.model, set()).add(c.reasoning_tokens)
             assert r.answer == "I cannot help with that."
-            want = None if row.model.endswith("=none") else preset_text(row.model.split("=")[1],
-                                                                          store.probe(row.probe_key).judge_query)
+            value = row.model.split("=")[1]
+            want = preset_text(value, store.probe(row.probe_key).judge_query) \
+                if axis == "think_prefix" and value != "none" else None
             assert r.planted_prefix == want and r.reasoning.startswith(want or "")  # after a resume too
             planted.setdefault(row.model, set()).add(want is not None)
     if axis == "think_budget":

@@ -188,6 +188,7 @@ def controlled_steps(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFor
     reasoning = [o + (" " if o and plan.opening else "") + plan.opening for o in openings]
     used = [0] * n
     closed_by_model = [False] * n
+    stalled = [False] * n  # the last round added no token: a second such round ends the pushing
     active = [i for i in range(n) if plan.cap > 0]
     while active:  # phase one: reason, in rounds while a `more` plan pushes past early closes
         room = {i: plan.cap - used[i] for i in active}
@@ -198,9 +199,10 @@ def controlled_steps(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFor
             used[i] += k
             reasoning[i] += text
             closed_by_model[i] = ended
-            if ended and used[i] < plan.min_tokens:
+            if ended and used[i] < plan.min_tokens and not (k == 0 and stalled[i]):
                 reasoning[i] = _join(reasoning[i], plan.cue)
                 nxt.append(i)
+            stalled[i] = k == 0
         active = nxt
     # phase two: the close marker is ours; the answer is the model's. A model that never learnt to
     # close a thought tends to end its turn right after a close it did not write, so the turn may not

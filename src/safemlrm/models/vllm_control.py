@@ -19,7 +19,8 @@ from .thinking import template_kwargs
 
 def _conversation(request: ChatRequest) -> tuple[list[dict[str, Any]], list[Any]]:
     """The messages as a Hugging Face chat template reads them, and the request's images (PIL), in order."""
-    conv, images = [], []
+    conv: list[dict[str, Any]] = []
+    images: list[Any] = []
     for m in request.messages:
         if len(m.content) == 1 and isinstance(m.content[0], TextPart):
             conv.append({"role": m.role, "content": m.content[0].text})
