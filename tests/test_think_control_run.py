@@ -120,7 +120,8 @@ def test_a_killed_sweep_resumes_with_nothing_doubled(tmp_path, controlled, axis)
         assert tokens == {"ctl@think_budget=0": {0}, "ctl@think_budget=1": {1}, "ctl@think_budget=3": {3}}
     else:
         assert planted == {f"ctl@think_prefix={p}": {p != "none"} for p in PREFIXES}
-        assert set().union(*tokens.values()) == {2}
+        # unplanted, the model would think longer: cut at 2; after a planted preset it may close sooner
+        assert tokens["ctl@think_prefix=none"] == {2} and max(set().union(*tokens.values())) == 2
 
 
 def test_a_prefix_sweep_marks_the_audit_words_for_judges_and_draws_asr_per_prefix(tmp_path, controlled):
