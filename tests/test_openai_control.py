@@ -180,3 +180,33 @@ def run_with(card: ModelCard, settings: GenerationSettings, options: dict, req: 
             await b.aclose()
 
     return asyncio.run(go())
+
+
+def test_a_run_over_http_with_a_budget_and_a_planted_prefix(tmp_path):
+    from safemlrm import load_run
+    from safemlrm.attacks.think_prefix import DEFENCE_PRESETS
+    from safemlrm.config import parse_config
+    from safemlrm.runner import Runner
+    from safemlrm.store import Store
+    from test_pipeline import config
+
+    with FaultServer(thinker=Thinker(TURN, continues="vllm")) as srv:
+        cards = {"api": {"hub_id": "org/th", "think_format": "think", "modalities": ["text"]}}
+        models = [{"card": "api", "backend": "openai", "generation": {"max_new_tokens": 30, "think_budget": 2},
+                   "options": {"base_url": srv.base_url, "prefix_continuation": "vllm", **FAST}}]
+        raw = config(tmp_path, models, cards, limit=2)
+        raw["attacks"] = [{"name": "vanilla"}, {"name": "think_prefix", "params": {"preset": "safety_reminder"}}]
+        cfg = parse_config(raw)
+        stats = Runner(cfg, tmp_path / "run", show_progress=False).run()
+        assert stats.model_calls == 4 and stats.errors == 0
+        assert srv.requests == 8  # two phases each
+        assert Runner(cfg, tmp_path / "run", show_progress=False).run().model_calls == 0
+    with Store(tmp_path / "run", readonly=True) as store:
+        for row in load_run(tmp_path / "run").planned.itertuples():
+            c, r = store.completion(row.completion_key), store.response(row.completion_key)
+            assert r.answer == ANSWER and c.reasoning_tokens == 2 and r.account.tokens_exact
+            if row.attack == "think_prefix":
+                assert r.planted_prefix == DEFENCE_PRESETS["safety_reminder"]
+                assert r.reasoning == r.planted_prefix + " " + " ".join(REASONING.split()[:2])
+            else:
+                assert r.planted_prefix is None and r.reasoning == "I should"
