@@ -100,6 +100,9 @@ def test_serve_hint_command_and_entry():
     assert """--limit-mm-per-prompt '{"image":1}'""" in command
     assert entry["backend"] == "openai" and entry["options"]["base_url"] == "http://127.0.0.1:8123/v1"
     assert entry["options"]["model"] == "vl"
+    assert entry["options"]["prefix_continuation"] == "vllm"  # the card reasons (think): budgets work over HTTP
+    base = ModelCard(name="b", hub_id="org/b", think_format="none")
+    assert "prefix_continuation" not in serve_hint(base, {})[1]["options"]
 
 
 def test_serve_hint_cli(tmp_path):

@@ -312,5 +312,7 @@ def serve_hint(card, options: dict[str, Any], port: int = 8000) -> tuple[str, di
         cmd += ["--chat-template", f"{card.name}.jinja"]  # write the card's template to this file first
     entry = {"card": card.name, "backend": "openai",
              "options": {"base_url": f"http://127.0.0.1:{port}/v1", "model": card.name, "concurrency": 64,
-                         "max_concurrency": 256}}
+                         "max_concurrency": 256,
+                         # vLLM's server continues an assistant prefix: think budgets and prefixes work
+                         **({"prefix_continuation": "vllm"} if card.is_reasoning else {})}}
     return " ".join(shlex.quote(c) for c in cmd), entry
