@@ -31,6 +31,9 @@ from .cards import ModelCard, ReasoningFormat
 LESS_OPENING = "This is simple enough to answer directly, so I will keep my thinking short."
 CONTINUE_CUE = "Wait"
 MORE_MIN_TOKENS = 256
+# A `more` round that adds no reasoning token (the model closes right after the cue) pushes again;
+# this many such rounds in a row end the pushing, so a model that never reasons cannot loop.
+MAX_STALLED_ROUNDS = 64
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def controlled_steps(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFor
     reasoning = [o + (" " if o and plan.opening else "") + plan.opening for o in openings]
     used = [0] * n
     closed_by_model = [False] * n
-    stalled = [False] * n  # the last round added no token: a second such round ends the pushing
+    stalled = [0] * n  # rounds in a row that added no token
     active = [i for i in range(n) if plan.cap > 0]
     while active:  # phase one: reason, in rounds while a `more` plan pushes past early closes
         room = {i: plan.cap - used[i] for i in active}
@@ -199,10 +202,10 @@ def controlled_steps(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFor
             used[i] += k
             reasoning[i] += text
             closed_by_model[i] = ended
-            if ended and used[i] < plan.min_tokens and not (k == 0 and stalled[i]):
+            stalled[i] = stalled[i] + 1 if k == 0 else 0
+            if ended and used[i] < plan.min_tokens and stalled[i] < MAX_STALLED_ROUNDS:
                 reasoning[i] = _join(reasoning[i], plan.cue)
                 nxt.append(i)
-            stalled[i] = k == 0
         active = nxt
     # phase two: the close marker is ours; the answer is the model's. A model that never learnt to
     # close a thought tends to end its turn right after a close it did not write, so the turn may not
