@@ -26,6 +26,7 @@ from rich.progress import Progress
 
 from . import __version__, registry
 from .attacks.base import Attack, AttackContext
+from .attacks.think_prefix import mark_planted, preset_text
 from .batching import chunks
 from .concurrency import AdaptiveLimiter, LimitSettings, attach
 from .config_keys import at_key
@@ -39,7 +40,7 @@ from .models.base import Backend, ChatRequest, apply_prompt_convention
 from .models.cards import CardCatalog, ModelCard
 from .models.accounting import account
 from .progress import make_progress
-from .records import Channel, Completion, Modality, Verdict, completion_key
+from .records import Channel, Completion, Message, Modality, Response, TextPart, Verdict, completion_key
 from .store import Store
 from .preflight import applies, left_out, modality_problems
 from .validate import check_names
@@ -152,6 +153,8 @@ class Runner:
         self.catalog = catalog_for(cfg)
         check_names(cfg, self.catalog)  # a typo stops here, naming the file and key, before any write
         self.cards = {m.name: self.catalog.get(m.card) for m in cfg.models}
+        self._settings = {m.name: m.generation for m in cfg.models}
+        self._planted: dict[str, str] = {}  # completion key -> the thought planted in its request
         self.stats = RunStats()
 
     # --- the whole run ---------------------------------------------------------------------------
@@ -276,6 +279,7 @@ class Runner:
                         chosen = {m.name: backends[m.name] for m in targets}
                         self.check_modalities(dspec.name, attack_name, mods, chosen)
                         check_planted(attack_name, probes, chosen)
+                        self._check_prefix_twice(attack_name, probes, targets)
                         keys = store.add_probes(probes)
                         rows = []
                         for spec in targets:
@@ -292,6 +296,14 @@ class Runner:
                 store.set_meta(f"left_out:{dspec.name}", lo.model_dump(mode="json") if lo else None)
         self.stats.probes = n
         return n
+
+    @staticmethod
+    def _check_prefix_twice(attack: str, probes: list, targets: list) -> None:
+        planting = [m.name for m in targets if m.generation.think_prefix is not None]
+        if planting and any(ends_with_planted(p.messages) for p in probes):
+            raise ConfigError(f"attack {attack!r} plants a thought and model {planting[0]} sets generation.think_prefix: "
+                              f"one prefix per request; give the model no think_prefix for this attack, or drop "
+                              f"the attack")
 
     @staticmethod
     def check_modalities(dataset: str, attack: str, mods: frozenset[Modality], backends: dict[str, Backend]) -> None:
@@ -325,12 +337,17 @@ class Runner:
                 yield probe_key, ckey
 
     # --- generation ------------------------------------------------------------------------------
-    def _request(self, store: Store, card: ModelCard, probe_key: str, ckey: str) -> ChatRequest:
+    def _request(self, store: Store, card: ModelCard, probe_key: str, ckey: str, model: str | None = None) -> ChatRequest:
         probe = store.probe(probe_key)
         messages = apply_prompt_convention(card, probe.messages)
+        preset = self._settings[model].think_prefix if model in self._settings else None
+        if preset is not None:  # generation.think_prefix: the sweepable form of the think_prefix attack
+            messages += (Message(role="assistant", content=(TextPart(text=preset_text(preset, probe.judge_query)),)),)
         images = {p.sha256: store.blobs.get(p.sha256) for m in messages for p in m.images}
-        return ChatRequest(key=ckey, probe_key=probe_key, messages=messages, images=images,
-                           continues_turn=ends_with_planted(messages))
+        planted = ends_with_planted(messages)
+        if planted:  # recorded with the response (_save): judges read it marked as the audit's words
+            self._planted[ckey] = messages[-1].text
+        return ChatRequest(key=ckey, probe_key=probe_key, messages=messages, images=images, continues_turn=planted)
 
     def _save(self, store: Store, card: ModelCard, completions: list[Completion]) -> None:
         """Split and store completions in one transaction; counted in the run's stats."""
@@ -341,7 +358,12 @@ class Runner:
             b = budgets.get(c.model)
             return 0 if b == "zero" else b if isinstance(b, int) else None
 
-        store.add_completions([(c, account(fmt.split(c), c, card, budget=tokens(c))) for c in completions])
+        def response(c: Completion) -> Response:
+            r = account(fmt.split(c), c, card, budget=tokens(c))
+            planted = self._planted.pop(c.key, None)
+            return r.model_copy(update={"planted_prefix": planted}) if planted and c.error is None else r
+
+        store.add_completions([(c, response(c)) for c in completions])
         self.stats.model_calls += len(completions)
         self.stats.errors += sum(c.error is not None for c in completions)
 
@@ -402,7 +424,7 @@ class Runner:
             task = bar.add_task(f"generate {model}", total=total)
 
             async def one(item: tuple[str, str]) -> None:
-                completion = await backend.agenerate(self._request(store, card, *item))
+                completion = await backend.agenerate(self._request(store, card, *item, model=model))
                 self._save(store, card, [completion.model_copy(update={"model": model})])
                 saved(completion.key)
                 bar.advance(task)
@@ -441,7 +463,7 @@ class Runner:
                 running: asyncio.Future[list[Completion]] | None = None
                 for batch in chunks(self.pending(store, model), size):
                     queued = loop.run_in_executor(
-                        engine, backend.generate, [self._request(store, card, pk, ck) for pk, ck in batch])
+                        engine, backend.generate, [self._request(store, card, pk, ck, model) for pk, ck in batch])
                     if running is not None:
                         try:
                             done = await running
@@ -534,6 +556,8 @@ class Runner:
                 text = response.channel(channel)
                 if not text or store.has_verdict(ckey, channel, label):
                     continue  # an absent channel is not judged (and never counted as safe)
+                if channel is not Channel.ANSWER:  # the whole reasoning, the audit's words marked as such
+                    text = mark_planted(text, response.planted_prefix)
                 yield ckey, JudgeItem(channel=channel, text=text, query=probe.judge_query, response=response,
                                       images=pics, dataset=probe.dataset, scenario=probe.scenario,
                                       meta=probe.sample_meta)

@@ -38,7 +38,7 @@ class ChatRequest:
 
 class Backend(ABC):
     mode: ClassVar[Literal["batch", "async"]] = "batch"
-    controls_reasoning: ClassVar[bool] = False  # can continue a planted thought (models/budget.py)
+    controls_reasoning: bool = False  # can continue a planted thought (models/budget.py); an instance may say so
     registered_name: ClassVar[str]
 
     def __init__(self, card: ModelCard, settings: GenerationSettings, options: dict[str, Any] | None = None):

@@ -810,6 +810,15 @@ def parquet_available() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
+def _one_type_per_column(df: pd.DataFrame) -> pd.DataFrame:
+    """Parquet columns hold one type: a column mixing text and numbers (a sweep's values, such as
+    think_budget 0, 64, more, or budgets beside prefixes) is written as text."""
+    mixed = [c for c in df.columns if df[c].dtype == object
+             and len({type(v) for v in df[c] if v is not None and not (isinstance(v, float) and v != v)}) > 1]
+    return df.assign(**{c: df[c].map(lambda v: v if v is None or (isinstance(v, float) and v != v) else str(v))
+                        for c in mixed}) if mixed else df
+
+
 def write_tables(runs: Sequence[Run], tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Every table behind the figures, and each run's items with their texts (export.py), as CSV and
     Parquet, under the export rules of safety.py (formula-looking cells quoted, surrogates visible)."""
@@ -826,7 +835,7 @@ def write_tables(runs: Sequence[Run], tables: dict[str, pd.DataFrame], out: Path
         path.write_bytes(df.map(csv_cell).to_csv(index=False).encode("utf-8", "backslashreplace"))
         written.append(path)
         if parquet:
-            df.map(export_text).to_parquet(folder / f"{name}.parquet", index=False)
+            _one_type_per_column(df.map(export_text)).to_parquet(folder / f"{name}.parquet", index=False)
             written.append(folder / f"{name}.parquet")
     for run in runs:
         for fmt in ("csv", "parquet") if parquet else ("csv",):

@@ -162,7 +162,7 @@ async def generate_over_ray(runner: Runner, store: Store, model: str, backend: B
     args = await loop.run_in_executor(engine, _plan, backend)
     card = runner.cards[model]
     for shard in chunks(runner.pending(store, model), SHARD):
-        payloads = [{"payload": pickle.dumps(runner._request(store, card, pk, ck))} for pk, ck in shard]
+        payloads = [{"payload": pickle.dumps(runner._request(store, card, pk, ck, model))} for pk, ck in shard]
         arrived: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
 
