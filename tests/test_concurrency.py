@@ -7,14 +7,14 @@ import re
 
 import pytest
 
-from safemlrm.concurrency import AdaptiveLimiter, LimitSettings, TokenBudget, estimate_tokens
+from safemlrm.pipeline.concurrency import AdaptiveLimiter, LimitSettings, TokenBudget, estimate_tokens
 from safemlrm.config import parse_config
 from safemlrm.errors import ConfigError
 from safemlrm.models.base import ChatRequest
 from safemlrm.models.cards import ModelCard
 from safemlrm.models.openai_api import OpenAIBackend
 from safemlrm.records import GenerationSettings, ImagePart, Message, TextPart
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from safemlrm.store import Store
 from api_judge import synthetic_cfg  # noqa: F401 (registers the judge test-api-judge)
 from servers import Fault, FaultServer, fault_server  # noqa: F401 (fixture)

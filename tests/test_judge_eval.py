@@ -121,7 +121,7 @@ def test_a_run_citing_a_validation_file_shows_corrected_asr(tmp_path):
     from safemlrm import load_run
     from safemlrm.analysis import analyze
     from safemlrm.config import load_config
-    from safemlrm.runner import Runner
+    from safemlrm.pipeline.run import Runner
     from servers import Fault, FaultServer
     from test_judges_trust import cfg_for
     import yaml

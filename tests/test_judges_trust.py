@@ -12,7 +12,7 @@ import pytest
 
 from safemlrm.config import parse_config
 from safemlrm.judges.health import JudgeUnreachable, judge_health
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from safemlrm.store import Store
 from judge_server import JudgeServer
 from servers import Fault, FaultServer, free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safemlrm.config import parse_config
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from safemlrm.store import Store
 from api_judge import synthetic_cfg
 from safemlrm.cli import optional_values

@@ -8,7 +8,7 @@ from safemlrm import load_run  # noqa: E402
 from safemlrm.attacks.think_prefix import DEFENCE_PRESETS  # noqa: E402
 from safemlrm.config import parse_config  # noqa: E402
 from safemlrm.errors import ConfigError  # noqa: E402
-from safemlrm.runner import Runner  # noqa: E402
+from safemlrm.pipeline.run import Runner  # noqa: E402
 from safemlrm.store import Store  # noqa: E402
 from test_pipeline import config  # noqa: E402
 

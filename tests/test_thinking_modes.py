@@ -20,7 +20,7 @@ from safemlrm.models.cards import CardCatalog, ModelCard  # noqa: E402
 from safemlrm.models.hf import HFBackend  # noqa: E402
 from safemlrm.records import GenerationSettings, Message, TextPart  # noqa: E402
 from safemlrm.report.html import write_report  # noqa: E402
-from safemlrm.runner import Runner  # noqa: E402
+from safemlrm.pipeline.run import Runner  # noqa: E402
 from safemlrm.store import Store  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")

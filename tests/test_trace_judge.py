@@ -12,7 +12,7 @@ from safemlrm.config import parse_config
 from safemlrm.judges.parsing import Unreadable
 from safemlrm.judges.trace import TraceRubricJudge
 from safemlrm.records import Label
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from safemlrm.store import Store
 from judge_server import JudgeServer, rubric_verdict, text_of
 from servers import Fault, FaultServer

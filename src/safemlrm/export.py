@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from .batching import chunks
+from .pipeline.batching import chunks
 from .errors import SafeMLRMError
 from .fsutil import write_errors
 from .records import ACCOUNT_FIELDS

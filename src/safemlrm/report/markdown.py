@@ -85,7 +85,7 @@ def error_section(res: RunSummary) -> list[str]:
 
 def left_out_section(store: Store) -> str:
     """Items the datasets left out while loading (an empty required text in the published file)."""
-    from ..preflight import stored_left_out
+    from ..pipeline.preflight import stored_left_out
 
     left = stored_left_out(store)
     if not left:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..batching import chunks
+from ..pipeline.batching import chunks
 from ..errors import SafeMLRMError
 from ..models.base import Backend, ChatRequest
 from ..models.cards import ModelCard
@@ -34,7 +34,7 @@ from ..records import Completion, GenerationSettings
 from ..safety import dumps_record, loads_record
 
 if TYPE_CHECKING:
-    from ..runner import Runner
+    from ..pipeline.run import Runner
     from ..store import Store
 
 SHARD = 2048  # requests the driver holds and ships at a time
@@ -99,8 +99,8 @@ class EngineActor:
 
 def api_batch(batch: dict[str, Any], spec: WorkerSpec) -> dict[str, list[str]]:
     """One task: its requests through the API backend, under that backend's adaptive limit."""
-    from ..concurrency import AdaptiveLimiter, attach
-    from ..runner import target_limits, worker_pool
+    from ..pipeline.concurrency import AdaptiveLimiter, attach
+    from ..pipeline.run import target_limits, worker_pool
 
     requests: list[ChatRequest] = [pickle.loads(p) for p in batch["payload"]]
     backend = spec.build()
@@ -128,7 +128,7 @@ def _plan(backend: Backend) -> dict[str, Any]:
     """map_batches arguments for this backend on this cluster."""
     import ray
 
-    from ..runner import engine_batch
+    from ..pipeline.run import engine_batch
 
     spec = WorkerSpec(backend.registered_name, backend.card, backend.settings, backend.options)
     resources = ray.cluster_resources()

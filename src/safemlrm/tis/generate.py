@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from rich.progress import Progress
 
-from ..batching import chunks
-from ..concurrency import AdaptiveLimiter, attach
+from ..pipeline.batching import chunks
+from ..pipeline.concurrency import AdaptiveLimiter, attach
 from ..config import ModelSpec
 from ..models.base import Backend, ChatRequest, apply_prompt_convention
 from ..models.budget import ends_with_planted
 from ..models.cards import ModelCard
 from ..records import Completion, Probe, Response, completion_key
-from ..runner import _close_backend, target_limits, worker_pool
+from ..pipeline.run import _close_backend, target_limits, worker_pool
 from ..store import Store
 
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from . import registry
-from .config import AttackSpec, DatasetSpec, RunConfig
-from .datasets.base import Dataset, select
-from .errors import SafeMLRMError
-from .records import Modality
+from .. import registry
+from ..config import AttackSpec, DatasetSpec, RunConfig
+from ..datasets.base import Dataset, select
+from ..errors import SafeMLRMError
+from ..records import Modality
 
 PROBE_SAMPLES = 4  # the first items of each dataset each attack is built on to learn what it sends
 SERVER_TIMEOUT = 5.0
@@ -130,9 +130,9 @@ def judge_problems(label: str, judge: Any) -> list[str]:
 
 
 def preflight(cfg: RunConfig) -> Preflight:
-    from .attacks.base import AttackContext
-    from .blobs import BlobStore
-    from .runner import build_attack, build_backend, build_dataset, build_judge, catalog_for, check_names
+    from ..attacks.base import AttackContext
+    from ..blobs import BlobStore
+    from .run import build_attack, build_backend, build_dataset, build_judge, catalog_for, check_names
 
     registry.load_plugins()
     catalog = catalog_for(cfg)
@@ -234,8 +234,8 @@ def stored_left_out(store: Any) -> dict[str, LeftOut]:
 
 def print_preflight(pf: Preflight, name: str, console: Any) -> bool:
     """The dry run's output: the plan, the items left out, the problems. True when there is none."""
-    from .cli_output import render_table
-    from .safety import printable
+    from ..cli_output import render_table
+    from ..safety import printable
 
     render_table(console, f"dry run: {name}", ["model", "dataset", "attack", "probes", "problem"],
                  [[r.model, r.dataset, r.attack, r.probes, printable(r.problem) or "-"] for r in pf.rows])

@@ -24,25 +24,25 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.progress import Progress
 
-from . import __version__, registry
-from .attacks.base import Attack, AttackContext
+from .. import __version__, registry
+from ..attacks.base import Attack, AttackContext
 from .batching import chunks
 from .concurrency import AdaptiveLimiter, LimitSettings, attach
-from .config_keys import at_key
-from .config import RunConfig
-from .datasets.base import Dataset, select
-from .errors import ConfigError, ModalityMismatch
-from .judges.base import Judge, JudgeItem, JudgeResult
-from .models.budget import check_planted, ends_with_planted
-from .judges.health import health_warnings
-from .models.base import Backend, ChatRequest, apply_prompt_convention
-from .models.cards import CardCatalog, ModelCard
-from .models.accounting import account
-from .progress import make_progress
-from .records import Channel, Completion, Modality, Verdict, completion_key
-from .store import Store
+from ..config_keys import at_key
+from ..config import RunConfig
+from ..datasets.base import Dataset, select
+from ..errors import ConfigError, ModalityMismatch
+from ..judges.base import Judge, JudgeItem, JudgeResult
+from ..models.budget import check_planted, ends_with_planted
+from ..judges.health import health_warnings
+from ..models.base import Backend, ChatRequest, apply_prompt_convention
+from ..models.cards import CardCatalog, ModelCard
+from ..models.accounting import account
+from ..progress import make_progress
+from ..records import Channel, Completion, Modality, Verdict, completion_key
+from ..store import Store
 from .preflight import applies, left_out, modality_problems
-from .validate import check_names
+from ..validate import check_names
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ class Runner:
                 self._register_judges(store, judges)
                 asyncio.run(self._pipeline(store, backends, judges))
                 self.stats.judge_warnings = health_warnings(store.db, list(judges))
-                from .report.markdown import write_summary
+                from ..report.markdown import write_summary
                 write_summary(store)
         finally:
             for judge in judges.values():  # a local judge's weights go now, not at process exit
@@ -201,7 +201,7 @@ class Runner:
             return False
         self._register_judges(store, judges)
         asyncio.run(self._pipeline(store, {}, judges))
-        from .report.markdown import write_summary
+        from ..report.markdown import write_summary
         write_summary(store)
         return True
 
@@ -431,7 +431,7 @@ class Runner:
                     bar.advance(task, len(completions))
 
                 if self.ray_address is not None:
-                    from .scale.ray_runner import generate_over_ray
+                    from ..scale.ray_runner import generate_over_ray
 
                     await generate_over_ray(self, store, model, backend, keep, engine)
                     continue
@@ -458,7 +458,7 @@ class Runner:
     # --- judging ---------------------------------------------------------------------------------
     def _load_validations(self, judges: dict[str, Judge]) -> dict[str, dict[str, Any]]:
         """The validation files the config's judges cite (checked to be of the same judge)."""
-        from .judges.correction import load_validation
+        from ..judges.correction import load_validation
 
         specs = {s.label: s for s in self.cfg.judges}
         return {label: load_validation(specs[label].validation, label, j.prompt_hash(), j.registered_name)
