@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from safemlrm.config import parse_config
-from safemlrm.pipeline.run import PAGE, Runner
+from safemlrm.pipeline.run import Runner
+from safemlrm.store import PAGE
 from safemlrm.store import Store
 from api_judge import synthetic_cfg
 from servers import Fault, FaultServer

@@ -111,7 +111,7 @@ def serve_hint(config: Path = typer.Argument(..., help="Run config (YAML)."),
 
     from .config import load_config
     from .models.vllm import configured_port, serve_hint as hint
-    from .pipeline.run import catalog_for
+    from .pipeline.build import catalog_for
 
     cfg = load_config(config)
     catalog = catalog_for(cfg)
@@ -191,7 +191,8 @@ def judge(run_dir: Path = typer.Argument(..., help="A finished run directory."),
     quiet(no_progress)
     from .config import JudgeSpec, parse_config
     from .report.markdown import write_summary
-    from .pipeline.run import Runner, build_judge
+    from .pipeline.build import build_judge
+    from .pipeline.run import Runner
     from .store import Store
 
     spec = JudgeSpec(name=judge_name, params=_parse_params(param), alias=alias)
@@ -535,7 +536,7 @@ def judge_eval(labels: Path = typer.Argument(..., help="Human-labelled items: JS
     from .config import JudgeSpec
     from .judges.evaluate import TABLE_COLUMNS, evaluate, table_rows
     from .judges.labels import read_labels
-    from .pipeline.run import build_judge
+    from .pipeline.build import build_judge
 
     if borderline not in ("unsafe", "safe"):
         raise SafeMLRMError(f"--borderline must be unsafe or safe, not {borderline!r}")

@@ -2,7 +2,7 @@
 
 `preflight(cfg)` loads every dataset (counting its items and the ones left out), builds every
 attack, sends each attack's first probes of each dataset past every model it applies to (the same
-modality rule `Runner.make_probes` enforces, `modality_problems`), resolves cards and judges, and
+modality rule `plan.make_probes` enforces, `modality_problems`), resolves cards and judges, and
 asks every judge and target server whether it answers. It returns the plan (one row per model,
 dataset and attack that applies) and the problems, each naming what it is about; `safemlrm run
 --dry-run` prints both and exits 2 when there is a problem.
@@ -27,6 +27,7 @@ from ..config import AttackSpec, DatasetSpec, RunConfig
 from ..datasets.base import Dataset, select
 from ..errors import SafeMLRMError
 from ..records import Modality
+from .build import build_attack, build_backend, build_dataset, build_judge, catalog_for
 
 PROBE_SAMPLES = 4  # the first items of each dataset each attack is built on to learn what it sends
 SERVER_TIMEOUT = 5.0
@@ -132,7 +133,7 @@ def judge_problems(label: str, judge: Any) -> list[str]:
 def preflight(cfg: RunConfig) -> Preflight:
     from ..attacks.base import AttackContext
     from ..blobs import BlobStore
-    from .run import build_attack, build_backend, build_dataset, build_judge, catalog_for, check_names
+    from ..validate import check_names
 
     registry.load_plugins()
     catalog = catalog_for(cfg)
@@ -222,7 +223,7 @@ def left_out_lines(left: dict[str, Any]) -> list[str]:
 
 
 def stored_left_out(store: Any) -> dict[str, LeftOut]:
-    """The left-out counts `Runner.make_probes` stored, by dataset."""
+    """The left-out counts `plan.make_probes` stored, by dataset."""
     rows = store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'left_out:%' ORDER BY key").fetchall()
     out = {}
     for key, value in rows:
@@ -247,3 +248,12 @@ def print_preflight(pf: Preflight, name: str, console: Any) -> bool:
         for p in pf.problems:
             console.print(f"  - {printable(p)}", highlight=False, soft_wrap=True)
     return pf.ok
+
+
+def dry_run(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The preflight's plan as rows (model, dataset, attack, probes, card, missing)."""
+    pf = preflight(cfg)
+    catalog = catalog_for(cfg)
+    cards = {m.name: m.card for m in cfg.models}
+    return [{"model": r.model, "dataset": r.dataset, "attack": r.attack, "probes": r.probes,
+             "card": catalog.get(cards[r.model]).hub_id, "missing": r.problem} for r in pf.rows]

@@ -212,7 +212,8 @@ def model_spec_for(ref: str, alias: str, template: ModelSpec, think_format: str,
 def run_pair(before: str, after: str, cfg: RunConfig, out: Path, *, think_format: str = "think",
              console: Console | None = None, show_progress: bool = True) -> tuple[Path, Path]:
     """Run BEFORE and AFTER (run dirs are used as they are) on cfg's benchmarks; return the two run dirs."""
-    from ..pipeline.run import Runner, catalog_for
+    from ..pipeline.build import catalog_for
+    from ..pipeline.run import Runner
 
     out.mkdir(parents=True, exist_ok=True)
     template = cfg.models[0]
