@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safemlrm import analysis, load_run
+from safemlrm import load_run
+from safemlrm.results import analysis
 from safemlrm.judges.base import Scale
 from safemlrm.models.cards import ModelCard
 from safemlrm.records import Completion, Label, Message, Outcome, Probe, Response, TextPart, Verdict
@@ -57,7 +58,7 @@ KEYWORD_FULL = {"base": dict(a=0, b=1, c=0, u=0, d=1, e=1, f=0), "think": dict(a
 
 
 def wilson_ref(k: int, n: int) -> tuple[float, float]:
-    """Wilson score interval written out independently of safemlrm.metrics."""
+    """Wilson score interval written out independently of safemlrm.results.metrics."""
     z = NormalDist().inv_cdf(0.975)
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

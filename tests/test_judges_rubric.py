@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from judge_server import JudgeServer
-from safemlrm import analysis, load_run
+from safemlrm import load_run
+from safemlrm.results import analysis
 from safemlrm.config import parse_config
 from safemlrm.errors import ConfigError
 from safemlrm.judges.base import JudgeItem

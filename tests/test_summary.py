@@ -1,4 +1,4 @@
-"""The end-of-run summary counted in SQLite (safemlrm.summary) against the pandas tables of
+"""The end-of-run summary counted in SQLite (safemlrm.results.summary) against the pandas tables of
 `load_run` (the analysis path) on a hand-built store: the same numbers, row for row, with pending
 items, failed requests, unparseable verdicts, absent channels, two judges and two attacks."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from safemlrm import load_run
 from safemlrm.records import Completion, Outcome, Response
 from safemlrm.report.markdown import render_summary, write_summary
 from safemlrm.store import Store
-from safemlrm.summary import error_cause, summarize
+from safemlrm.results.summary import error_cause, summarize
 
 
 def add_failures(run_dir) -> None:

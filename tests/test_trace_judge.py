@@ -7,7 +7,7 @@ import re
 import pytest
 
 from safemlrm import load_run
-from safemlrm.analysis import analyze
+from safemlrm.results.analysis import analyze
 from safemlrm.config import parse_config
 from safemlrm.judges.parsing import Unreadable
 from safemlrm.judges.trace import TraceRubricJudge

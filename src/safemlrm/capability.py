@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .metrics import wilson
+from .results.metrics import wilson
 
 _EDGE = ",.!?;:'\""
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

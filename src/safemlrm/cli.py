@@ -136,7 +136,7 @@ def serve_hint(config: Path = typer.Argument(..., help="Run config (YAML)."),
 def status(run_dir: Path = typer.Argument(..., help="A run directory."),
            fmt: str = typer.Option("table", "--format", help="table, json or csv.")):
     """Progress of a run, stage by stage, and whether it is running now."""
-    from .run_status import run_status
+    from .results.status import run_status
 
     check_format(fmt)
     st = run_status(run_dir)
@@ -153,7 +153,7 @@ def export(run_dir: Path = typer.Argument(..., help="A run directory."),
            fmt: str = typer.Option("jsonl", "--format", help="jsonl, csv or parquet."),
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: RUN_DIR/export.FORMAT).")):
     """One row per (probe, channel, judge), with the channel's text."""
-    from .export import export_run
+    from .results.export import export_run
 
     path = export_run(run_dir, fmt, output)
     out.print(f"wrote {path}")
@@ -226,8 +226,8 @@ def analyze(run_dirs: list[Path] = typer.Argument(..., help="One or more run dir
             threshold: Optional[float] = typer.Option(None, "--threshold", help="Attack success at score >= this (default: the run's metrics.asr_threshold, else each judge's own)."),
             unsafe_threshold: Optional[float] = typer.Option(None, "--unsafe-threshold", help="Self-correction: a channel is unsafe at score >= this (default: the run's metrics.unsafe_threshold, else the ASR threshold).")):
     """Reasoning tax, blind spots, self-correction, score distributions, judge agreement."""
-    from .analysis import analyze as run_analysis
-    from .analysis_output import FORMATS, print_tables, write_csv, write_json
+    from .results.analysis import analyze as run_analysis
+    from .results.analysis_output import FORMATS, print_tables, write_csv, write_json
     from .results import load_run
 
     if fmt not in FORMATS:

@@ -40,13 +40,13 @@ from markupsafe import Markup
 
 from .. import __version__
 from ..errors import SafeMLRMError
-from ..metrics import metric_settings, self_correction_threshold
+from ..results.metrics import metric_settings, self_correction_threshold
 from ..results import RunResults, load_store
 from ..safety import csv_cell, escape_surrogates, export_text, visible
 from ..store import Store
-from ..attack_order import configured_attacks, in_configured_order
-from ..summary import summarize
-from ..metrics_control import dose_response
+from ..results.attack_order import configured_attacks, in_configured_order
+from ..results.summary import summarize
+from ..results.metrics_control import dose_response
 from .dose_chart import dose_line
 from . import charts
 from .markdown import _ci, _pct, headline, md_table, render_summary
@@ -640,7 +640,7 @@ def frontier_view(results: list[RunResults], judge: str, channel: str, asr_at: f
 
 def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The template's context and the tables written beside the report."""
-    from .. import analysis
+    from ..results import analysis
 
     results = [r.res for r in runs]
     judges = _judges(runs)
@@ -671,7 +671,7 @@ def build(runs: Sequence[Run], opts: ReportOptions) -> tuple[dict[str, Any], dic
     judges_meta = {label: m for r in reversed(runs) for label, m in r.res.judges.items()}
     corrected = corrected_rates(rates, judges_meta, asr_at)
     tables["corrected_rates"] = corrected
-    from ..trace_findings import all_trace_findings
+    from ..results.trace_findings import all_trace_findings
 
     tables["trace_findings"] = traces = all_trace_findings(results, judges, judges_meta, asr_at)
     views, prefilters = [], []
@@ -813,7 +813,7 @@ def parquet_available() -> bool:
 def write_tables(runs: Sequence[Run], tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Every table behind the figures, and each run's items with their texts (export.py), as CSV and
     Parquet, under the export rules of safety.py (formula-looking cells quoted, surrogates visible)."""
-    from ..export import export_run
+    from ..results.export import export_run
 
     folder = out / "tables"
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pandas as pd
 from ..fsutil import write_atomic
 from ..safety import csv_cell, md_cell
 from ..store import Store
-from ..summary import RunSummary, summarize
+from ..results.summary import RunSummary, summarize
 
 
 def _pct(x: float) -> str:
@@ -97,7 +97,7 @@ def left_out_section(store: Store) -> str:
 
 def _csv(df: pd.DataFrame) -> bytes:
     # names come from data: a cell a spreadsheet would run as a formula is written as text
-    from ..export import map_cells
+    from ..results.export import map_cells
 
     return map_cells(df, csv_cell).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8", "backslashreplace")
 

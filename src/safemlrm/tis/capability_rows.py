@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import registry
 from ..capability import is_correct
-from ..metrics import wilson
+from ..results.metrics import wilson
 from ..store import Store
 
 

@@ -30,7 +30,7 @@ from rich.console import Console
 from ..config import ModelSpec, RunConfig
 from ..errors import ConfigError
 from ..fsutil import write_atomic
-from ..metrics import metric_settings, wilson
+from ..results.metrics import metric_settings, wilson
 from ..results import RunResults, load_run
 from .capability_rows import capability_table, is_capability
 

@@ -25,12 +25,12 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import SafeMLRMError, UnknownName, did_you_mean
-from .judges.base import Scale
+from ..errors import SafeMLRMError, UnknownName, did_you_mean
+from ..judges.base import Scale
 from .metrics_control import control_tables
 from .metrics import ALL, cohen_kappa, metric_settings, paired_bootstrap, rate_table, self_correction_threshold, wilson
 from .reasoning_stats import asr_by_think_length, think_lengths
-from .results import RunResults
+from .load import RunResults
 
 UNPARSEABLE = "unparseable"
 ITEM = ["dataset", "sample_id", "attack"]  # what makes two models' items the same
@@ -525,7 +525,7 @@ def analyze(results: Results, judges: Sequence[str] | None = None, channel: str 
     out["think_lengths"] = think_length_distribution(every)
     out["judge_agreement"] = [judge_agreement(every, a, b, channel, threshold_a=threshold, threshold_b=threshold)
                               for a, b in itertools.combinations(chosen, 2)]
-    from .judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file
+    from ..judges.correction import corrected_rates  # beside the raw rate, for judges citing a validation file
 
     out["corrected_rates"] = corrected_rates(out["rates"], r.judges, threshold, seed=seed)
     from .trace_findings import all_trace_findings  # beside self-correction: what the trace knew

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .analysis import UNPARSEABLE, Results, _check_judge, _runs, _share, _threshold
-from .judges.trace import decode
+from ..judges.trace import decode
 
 COLUMNS = ["model", "dataset", "attack", "trace_judge", "answer_judge", "threshold", "n", "safe_answers",
            "superficially_safe", "superficial_share", "superficial_lo", "superficial_hi", "recognised",

@@ -16,7 +16,7 @@ import pandas as pd
 from rich.console import Console
 from rich.text import Text
 
-from .cli_output import render_table
+from ..cli_output import render_table
 
 FORMATS = ("table", "csv", "json")
 

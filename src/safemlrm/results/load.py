@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from .judges.base import Scale, registered_scales
+from ..judges.base import Scale, registered_scales
 from .metrics import metric_settings, outcome_table, rate_table
-from .records import ACCOUNT_FIELDS
-from .store import Store
+from ..records import ACCOUNT_FIELDS
+from ..store import Store
 
 
 @dataclass

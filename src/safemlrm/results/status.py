@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .judges.health import judge_health
-from .store import Store
+from ..judges.health import judge_health
+from ..store import Store
 
 
 @dataclass(frozen=True)

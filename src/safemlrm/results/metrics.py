@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .judges.base import Scale
+from ..judges.base import Scale
 
 ALL = "ALL"
 GROUP = ("model", "dataset", "attack")  # what a rate row is about, before scenario, judge and channel

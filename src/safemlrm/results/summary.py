@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from .attack_order import configured_attacks, in_configured_order
-from .judges.base import registered_scales
+from ..judges.base import registered_scales
 from .metrics import GROUP, Tally, metric_settings, rate_rows, thresholds
-from .store import Store
+from ..store import Store
 
 _FROM = "FROM plan pl JOIN probes pr ON pr.key = pl.probe_key"
 

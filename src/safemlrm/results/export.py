@@ -10,12 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-from .pipeline.batching import chunks
-from .errors import SafeMLRMError
-from .fsutil import write_errors
-from .records import ACCOUNT_FIELDS
-from .safety import csv_cell, export_text, jsonl_escape
-from .store import Store
+from ..pipeline.batching import chunks
+from ..errors import SafeMLRMError
+from ..fsutil import write_errors
+from ..records import ACCOUNT_FIELDS
+from ..safety import csv_cell, export_text, jsonl_escape
+from ..store import Store
 
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -61,7 +61,7 @@ def export_rows(store: Store) -> Iterator[dict[str, Any]]:
 
 def _cards(store: Store) -> dict[str, Any]:
     """Each model's card as stored at run time: the prompt convention that shaped what it was sent."""
-    from .models.cards import ModelCard
+    from ..models.cards import ModelCard
 
     cards = {}
     for (model,) in store.db.execute("SELECT DISTINCT model FROM plan"):
@@ -73,7 +73,7 @@ def _cards(store: Store) -> dict[str, Any]:
 
 def _sent(probe, card) -> str:
     """The messages as the model received them (the card's prompt convention applied), as JSON."""
-    from .models.base import apply_prompt_convention
+    from ..models.base import apply_prompt_convention
 
     messages = apply_prompt_convention(card, probe.messages) if card is not None else probe.messages
     return json.dumps([m.model_dump(mode="json") for m in messages], ensure_ascii=False)

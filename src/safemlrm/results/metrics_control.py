@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from .control import variant
-from .judges.base import Scale
+from ..control import variant
+from ..judges.base import Scale
 from .metrics import ALL, thresholds, wilson
 
 _KEYS = ["model", "dataset", "attack", "judge", "channel"]
