@@ -157,7 +157,7 @@ def open_runs(run_dirs: Sequence[str | Path], stack: ExitStack) -> list[Run]:
 
 def overlaps(runs: Sequence[Run]) -> list[str]:
     """Models that two runs both hold on one (dataset, attack). The analyses then read each item from
-    the first run given (safemlrm.analysis); the report says so rather than mixing silently."""
+    the first run given (safemlrm.results.analysis); the report says so rather than mixing silently."""
     owner: dict[tuple[str, str, str], str] = {}
     notes = []
     for run in runs:
