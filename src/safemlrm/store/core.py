@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .blobs import BlobStore
-from .errors import RunLocked, SafeMLRMError
-from .fsutil import write_errors
-from .records import ACCOUNT_FIELDS, Channel, Completion, Probe, Response, Verdict
-from .safety import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
+from ..blobs import BlobStore
+from ..errors import RunLocked, SafeMLRMError
+from ..fsutil import write_errors
+from ..records import ACCOUNT_FIELDS, Channel, Completion, Probe, Response, Verdict
+from ..safety import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
 
 # a response's reasoning account (records.ReasoningAccount) as columns of rows()
 ACCOUNT_SQL = ", ".join(f"json_extract(r.body, '$.account.{f}') AS {f}" for f in ACCOUNT_FIELDS)
