@@ -52,7 +52,7 @@ def test_every_format_holds_the_rows_of_load_run(run_dir, tmp_path, monkeypatch)
 
 
 def test_a_failed_export_leaves_no_file(run_dir, tmp_path, monkeypatch):
-    def boom(rows, path):
+    def boom(path):
         path.write_text("half")
         raise RuntimeError("disk full")
 

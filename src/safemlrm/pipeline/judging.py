@@ -136,18 +136,23 @@ class JudgeStream:
         """Items to judge for these completions (None: sweep), verdict-cache hits stored on the way."""
         answers: dict[str, tuple[JudgeItem, Verdict | None]] = {}  # answers (and cache hits), for a twin `full`
         for ckey, item in judge_items(self.store, self.label, keys,
-                                            images=self.judge.wants_images, channels=self.judge.channels):
+                                      images=self.judge.wants_images, channels=self.judge.channels):
             if (ckey, item.channel) in self._in_flight:
                 continue
             cache_key = self.judge.cache_key(item)
             twin = answers.pop(ckey, None) if item.channel is Channel.FULL else None
-            if twin is not None and twin[0].text == item.text and twin[1] is None:
-                # No reasoning: `full` is the answer's text. One judge call, both verdicts (stored in _store).
-                self._twins[(ckey, Channel.ANSWER)] = (item, cache_key)
-                self._in_flight.add((ckey, item.channel))
-                continue
+            if twin is not None and twin[0].text != item.text:
+                twin = None
+            if twin is not None and twin[1] is None:
+                if (ckey, Channel.ANSWER) in self._in_flight:
+                    # No reasoning: `full` is the answer's text. One judge call, both verdicts (in _store).
+                    self._twins[(ckey, Channel.ANSWER)] = (item, cache_key)
+                    self._in_flight.add((ckey, item.channel))
+                    continue
+                # the answer's batch was judged and stored while this generator waited on it
+                twin = (twin[0], self.store.verdict(ckey, Channel.ANSWER, self.label))
             hit = self.store.cached_verdict(cache_key)
-            if hit is None and twin is not None and twin[0].text == item.text:
+            if hit is None and twin is not None and twin[1] is not None:
                 hit = twin[1].model_copy(update={"channel": Channel.FULL, "cache_key": cache_key})
             if hit is not None:  # the same text, query and judge were already read
                 self.store.add_verdicts([hit.model_copy(update={"completion_key": ckey, "judge": self.label})])

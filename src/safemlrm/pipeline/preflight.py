@@ -12,7 +12,6 @@ only to those models, so one config audits text-only and vision models together.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import urllib.error
 import urllib.request
@@ -224,13 +223,7 @@ def left_out_lines(left: dict[str, Any]) -> list[str]:
 
 def stored_left_out(store: Any) -> dict[str, LeftOut]:
     """The left-out counts `plan.make_probes` stored, by dataset."""
-    rows = store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'left_out:%' ORDER BY key").fetchall()
-    out = {}
-    for key, value in rows:
-        lo = json.loads(value)
-        if lo:
-            out[key.split(":", 1)[1]] = LeftOut.model_validate(lo)
-    return out
+    return {name: LeftOut.model_validate(lo) for name, lo in store.meta_items("left_out:") if lo}
 
 
 def print_preflight(pf: Preflight, name: str, console: Any) -> bool:

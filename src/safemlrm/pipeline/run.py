@@ -103,7 +103,7 @@ class Runner:
         """Generate what is pending, judge, and write the summary."""
         register_judges(store, judges, self._validations)
         asyncio.run(self._stream(store, backends, judges))
-        self.stats.judge_warnings = health_warnings(store.db, list(judges))
+        self.stats.judge_warnings = health_warnings(store, list(judges))
         from ..report.markdown import write_summary
 
         write_summary(store)
@@ -123,7 +123,7 @@ class Runner:
                     await stream.run()
 
         asyncio.run(sweep())
-        self.stats.judge_warnings = health_warnings(store.db, list(judges))
+        self.stats.judge_warnings = health_warnings(store, list(judges))
 
     async def _stream(self, store: Store, backends: dict[str, Backend], judges: dict[str, Judge]) -> None:
         """Generate every model and judge as completions arrive; then sweep what is left to judge."""

@@ -45,7 +45,7 @@ from ..results import RunResults, load_store
 from ..safety import csv_cell, escape_surrogates, export_text, visible
 from ..store import Store
 from ..results.attack_order import configured_attacks, in_configured_order
-from ..results.summary import summarize
+from ..results.summary import summary_of
 from ..results.metrics_control import dose_response
 from .dose_chart import dose_line
 from . import charts
@@ -114,13 +114,8 @@ class Run:
 
 
 def _run_meta(store: Store) -> dict[str, Any]:
-    db = store.db
-    meta = {row[0]: json.loads(row[1]) for row in db.execute("SELECT key, value FROM meta")}
-    spans = {}
-    for table in ("completions", "verdicts"):
-        lo, hi = db.execute(f"SELECT MIN(created), MAX(created) FROM {table}").fetchone()
-        spans[table] = (_when(lo), _when(hi))
-    meta["_spans"] = spans
+    meta = store.all_meta()
+    meta["_spans"] = {table: tuple(_when(t) for t in store.time_span(table)) for table in ("completions", "verdicts")}
     return meta
 
 
@@ -757,7 +752,7 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
              f"The HTML report beside this file has the figures and a sample browser.", ""]
     parts += [f"- note: {n}" for n in ctx["overlaps"]]
     for run in runs:
-        body = render_summary(summarize(run.store)).splitlines()
+        body = render_summary(summary_of(run.res)).splitlines()  # from the frames: each run read once
         parts += [f"## Run {run.label}", ""] + [re.sub(r"^(#+) ", r"#\1 ", line) for line in body[1:]] + [""]
     primary = _safe_name(ctx["primary"]) if ctx["primary"] else None
     if primary:
@@ -813,7 +808,7 @@ def parquet_available() -> bool:
 def write_tables(runs: Sequence[Run], tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Every table behind the figures, and each run's items with their texts (export.py), as CSV and
     Parquet, under the export rules of safety.py (formula-looking cells quoted, surrogates visible)."""
-    from ..results.export import export_run
+    from ..results.export import export_store
 
     folder = out / "tables"
     folder.mkdir(parents=True, exist_ok=True)
@@ -828,9 +823,9 @@ def write_tables(runs: Sequence[Run], tables: dict[str, pd.DataFrame], out: Path
         if parquet:
             df.map(export_text).to_parquet(folder / f"{name}.parquet", index=False)
             written.append(folder / f"{name}.parquet")
-    for run in runs:
-        for fmt in ("csv", "parquet") if parquet else ("csv",):
-            written.append(export_run(run.store.run_dir, fmt, folder / f"items-{_safe_name(run.label)}.{fmt}"))
+    for run in runs:  # every format from one read of the run
+        formats = ("csv", "parquet") if parquet else ("csv",)
+        written += export_store(run.store, {fmt: folder / f"items-{_safe_name(run.label)}.{fmt}" for fmt in formats})
     return written
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import csv
 import json
 from contextlib import suppress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -64,7 +64,7 @@ def _cards(store: Store) -> dict[str, Any]:
     from ..models.cards import ModelCard
 
     cards = {}
-    for (model,) in store.db.execute("SELECT DISTINCT model FROM plan"):
+    for model in store.planned_models():
         meta = store.get_meta(f"model:{model}")
         if meta and "card" in meta:
             cards[model] = ModelCard.model_validate(meta["card"])
@@ -80,56 +80,101 @@ def _sent(probe, card) -> str:
 
 
 def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None) -> Path:
-    if fmt not in FORMATS:
-        raise SafeMLRMError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    """`safemlrm export`: the run's items in one format, at `output` (default RUN_DIR/export.FMT)."""
     run_dir = Path(run_dir)
-    path = Path(output) if output else run_dir / f"export.{fmt}"
-    write = _WRITERS[fmt]
-    tmp = path.with_name(f".{path.name}.partial")
     with Store(run_dir, readonly=True) as store:
-        try:
-            with write_errors(path):  # named by the user's path, not the hidden temporary
-                write(export_rows(store), tmp)
-                tmp.replace(path)  # a failed export leaves no half file under the real name
-        finally:
+        return export_store(store, {fmt: Path(output) if output else run_dir / f"export.{fmt}"})[0]
+
+
+def export_store(store: Store, outputs: dict[str, Path]) -> list[Path]:
+    """The items in every format asked for (format -> path), from one read of the store. Each file is
+    written beside its path under a hidden name and moved into place at the end: a failed export
+    leaves no half file under the real name."""
+    for fmt in outputs:
+        if fmt not in FORMATS:
+            raise SafeMLRMError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    tmps = {fmt: path.with_name(f".{path.name}.partial") for fmt, path in outputs.items()}
+    sinks: list[_Sink] = []
+    try:
+        for fmt, tmp in tmps.items():
+            with write_errors(outputs[fmt]):  # named by the user's path, not the hidden temporary
+                sinks.append(_WRITERS[fmt](tmp))
+        for chunk in chunks(export_rows(store), CHUNK):
+            for fmt, sink in zip(outputs, sinks):
+                with write_errors(outputs[fmt]):
+                    sink.write(chunk)
+        while sinks:
+            sinks.pop(0).close()
+        for fmt, tmp in tmps.items():
+            tmp.replace(outputs[fmt])
+    finally:
+        for sink in sinks:
+            with suppress(Exception):
+                sink.close()
+        for tmp in tmps.values():
             with suppress(OSError):
                 tmp.unlink(missing_ok=True)
-    return path
+    return list(outputs.values())
 
 
-def _jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as f:
+class _Sink(Protocol):
+    def write(self, rows: list[dict[str, Any]]) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Jsonl:
+    def __init__(self, path: Path):
+        self.f = path.open("w", encoding="utf-8")
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
         for rec in rows:
             # exact: lone surrogates and line separators as \uXXXX escapes, one record per line
-            f.write(jsonl_escape(json.dumps(rec, ensure_ascii=False)) + "\n")
+            self.f.write(jsonl_escape(json.dumps(rec, ensure_ascii=False)) + "\n")
+
+    def close(self) -> None:
+        self.f.close()
 
 
-def _csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
+class _Csv:
     # for spreadsheets: cells that would run as formulas start with ', surrogates written visibly;
     # every text quoted: a bare CR inside model output would otherwise end the row for a reader
-    with path.open("w", encoding="utf-8", errors="backslashreplace", newline="") as f:
-        w = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
-        w.writerow(COLUMNS)
+    def __init__(self, path: Path):
+        self.f = path.open("w", encoding="utf-8", errors="backslashreplace", newline="")
+        self.w = csv.writer(self.f, quoting=csv.QUOTE_NONNUMERIC)
+        self.w.writerow(COLUMNS)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
         for rec in rows:
-            w.writerow(["" if rec[c] is None else csv_cell(rec[c]) for c in COLUMNS])
+            self.w.writerow(["" if rec[c] is None else csv_cell(rec[c]) for c in COLUMNS])
+
+    def close(self) -> None:
+        self.f.close()
 
 
-def _parquet(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise SafeMLRMError("parquet export needs pyarrow: pip install 'safemlrm[parquet]'") from None
-    types = {"score": pa.float64(), "by_prefilter": pa.bool_(), "prompt_tokens": pa.int64(),
-             "completion_tokens": pa.int64(), "reasoning_tokens": pa.int64(),
-             "answer_tokens": pa.int64(), "budget": pa.int64(), "close_seen": pa.bool_()}
-    schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
-    with pq.ParquetWriter(path, schema) as writer:
-        for chunk in chunks(rows, CHUNK):
-            cols = {c: [export_text(r[c]) for r in chunk] for c in COLUMNS}
-            for c in ("by_prefilter", "close_seen"):
-                cols[c] = [None if v is None else bool(v) for v in cols[c]]
-            writer.write_table(pa.table(cols, schema=schema))
+class _Parquet:
+    """One row group per chunk: memory stays flat however large the run."""
+
+    def __init__(self, path: Path):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise SafeMLRMError("parquet export needs pyarrow: pip install 'safemlrm[parquet]'") from None
+        types = {"score": pa.float64(), "by_prefilter": pa.bool_(), "prompt_tokens": pa.int64(),
+                 "completion_tokens": pa.int64(), "reasoning_tokens": pa.int64(),
+                 "answer_tokens": pa.int64(), "budget": pa.int64(), "close_seen": pa.bool_()}
+        self.pa = pa
+        self.schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
+        self.writer = pq.ParquetWriter(path, self.schema)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        cols = {c: [export_text(r[c]) for r in rows] for c in COLUMNS}
+        for c in ("by_prefilter", "close_seen"):
+            cols[c] = [None if v is None else bool(v) for v in cols[c]]
+        self.writer.write_table(self.pa.table(cols, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
-_WRITERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}
+_WRITERS: dict[str, Callable[[Path], _Sink]] = {"jsonl": _Jsonl, "csv": _Csv, "parquet": _Parquet}
