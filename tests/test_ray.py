@@ -66,7 +66,7 @@ def _completions(run_dir):
                             "ON c.key = p.completion_key")
     verdicts = run_sql(run_dir, "SELECT completion_key, channel, judge, label FROM verdicts")
     from safemlrm.records import Completion
-    from safemlrm.safety import loads_record
+    from safemlrm.untrusted import loads_record
 
     out = {}
     for probe_key, ckey, body in rows:

@@ -41,7 +41,7 @@ from ..errors import ConfigError
 from ..options import PluginOptions
 from ..records import Completion, ImagePart, Message, TextPart
 from ..registry import register
-from ..safety import decode_body, resolve_secret, wire_text
+from ..untrusted import decode_body, resolve_secret, wire_text
 from .budget import refuse_unsupported
 from .base import Backend, ChatRequest
 from .thinking import request_fields

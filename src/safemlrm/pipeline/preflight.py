@@ -229,7 +229,7 @@ def stored_left_out(store: Any) -> dict[str, LeftOut]:
 def print_preflight(pf: Preflight, name: str, console: Any) -> bool:
     """The dry run's output: the plan, the items left out, the problems. True when there is none."""
     from ..cli_output import render_table
-    from ..safety import printable
+    from ..untrusted import printable
 
     render_table(console, f"dry run: {name}", ["model", "dataset", "attack", "probes", "problem"],
                  [[r.model, r.dataset, r.attack, r.probes, printable(r.problem) or "-"] for r in pf.rows])

@@ -18,7 +18,7 @@ from xml.etree import ElementTree as ET
 
 from markupsafe import Markup
 
-from ..safety import visible
+from ..untrusted import visible
 
 FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', sans-serif"
 INK = "#222222"

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
-from ..safety import visible
+from ..untrusted import visible
 from . import charts
 from .markdown import _ci, _pct
 from .runs import Run

@@ -39,7 +39,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..errors import SafeMLRMError
 from ..results.summary import summary_of
-from ..safety import csv_cell, escape_surrogates, export_text
+from ..untrusted import csv_cell, escape_surrogates, export_text
 from .markdown import _pct, md_table, render_summary
 from .context import build, safe_name
 from .runs import ReportOptions, Run, open_runs
@@ -165,7 +165,7 @@ def parquet_available() -> bool:
 
 def write_tables(runs: Sequence[Run], tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Every table behind the figures, and each run's items with their texts (export.py), as CSV and
-    Parquet, under the export rules of safety.py (formula-looking cells quoted, surrogates visible)."""
+    Parquet, under the export rules of untrusted.py (formula-looking cells quoted, surrogates visible)."""
     from ..results.export import export_store
 
     folder = out / "tables"

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from ..fsutil import write_atomic
-from ..safety import csv_cell, md_cell
+from ..untrusted import csv_cell, md_cell
 from ..store import Store
 from ..results.summary import RunSummary, summarize
 

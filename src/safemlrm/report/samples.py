@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..safety import visible
+from ..untrusted import visible
 from .runs import CHANNELS, ReportOptions, Run
 
 

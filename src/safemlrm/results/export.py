@@ -14,7 +14,7 @@ from ..pipeline.batching import chunks
 from ..errors import SafeMLRMError
 from ..fsutil import write_errors
 from ..records import ACCOUNT_FIELDS
-from ..safety import csv_cell, export_text, jsonl_escape
+from ..untrusted import csv_cell, export_text, jsonl_escape
 from ..store import Store
 
 FORMATS = ("jsonl", "csv", "parquet")

@@ -11,7 +11,7 @@ touch the store: they return Completions.
 * API backends (`openai`) run as many small tasks, each sending its batch with the backend's own
   adaptive concurrency. The provider sees at most (tasks at once) x `max_concurrency` requests.
 
-Requests travel pickled; Completions come back as the store's JSON (`safety.dumps_record`), which
+Requests travel pickled; Completions come back as the store's JSON (`untrusted.dumps_record`), which
 carries lone surrogates in model output exactly where plain pydantic JSON refuses them.
 
 Every node needs safemlrm and the model's extra installed (the same environment as the driver).
@@ -32,7 +32,7 @@ from ..models.cards import ModelCard
 from ..pipeline.batching import chunks
 from ..pipeline.workers import api_limiter, engine_batch, generate_async
 from ..records import Completion, GenerationSettings
-from ..safety import dumps_record, loads_record
+from ..untrusted import dumps_record, loads_record
 
 SHARD = 2048  # requests the driver holds and ships at a time
 API_BATCH = 32  # requests per API task

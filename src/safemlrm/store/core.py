@@ -20,7 +20,7 @@ from ..blobs import BlobStore
 from ..errors import RunLocked, SafeMLRMError
 from ..fsutil import write_errors
 from ..records import Channel, Completion, Probe, Response, Verdict
-from ..safety import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
+from ..untrusted import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
 from .reading import RunReading
 from .work import WorkLists
 

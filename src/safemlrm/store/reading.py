@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..records import ACCOUNT_FIELDS
-from ..safety import sql_text
+from ..untrusted import sql_text
 
 _FROM = "FROM plan pl JOIN probes pr ON pr.key = pl.probe_key"
 # a response's reasoning account (records.ReasoningAccount) as columns of rows()
