@@ -18,7 +18,7 @@ from . import yamlio
 from .errors import ConfigError, did_you_mean
 from .hashing import content_hash
 from .records import GenerationSettings
-from .untrusted import is_secret_name, mask_secrets, secret_paths
+from .secrets import is_secret_name, mask_secrets, secret_paths
 
 # Options that change how a run is carried out, never what it produces: a resumed run may change
 # them (fewer requests in flight after 429s, longer timeouts) without forking the run.

@@ -41,7 +41,8 @@ from ..errors import ConfigError
 from ..options import PluginOptions
 from ..records import Completion, ImagePart, Message, TextPart
 from ..registry import register
-from ..untrusted import decode_body, resolve_secret, wire_text
+from ..secrets import resolve_secret
+from ..untrusted import decode_body, wire_text
 from .budget import refuse_unsupported
 from .base import Backend, ChatRequest
 from .thinking import request_fields
