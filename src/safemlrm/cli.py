@@ -562,4 +562,4 @@ def judge_eval(labels: Path = typer.Argument(..., help="Human-labelled items: JS
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

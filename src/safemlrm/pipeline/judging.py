@@ -46,9 +46,9 @@ def load_validations(cfg: RunConfig, judges: dict[str, Judge]) -> dict[str, dict
     """The validation files the config's judges cite (checked to be of the same judge)."""
     from ..judges.correction import load_validation
 
-    specs = {s.label: s for s in cfg.judges}
-    return {label: load_validation(specs[label].validation, label, j.prompt_hash(), j.registered_name)
-            for label, j in judges.items() if label in specs and specs[label].validation}
+    files = {s.label: s.validation for s in cfg.judges if s.validation}
+    return {label: load_validation(files[label], label, j.prompt_hash(), j.registered_name)
+            for label, j in judges.items() if label in files}
 
 
 def register_judges(store: Store, judges: dict[str, Judge], validations: dict[str, dict[str, Any]]) -> None:

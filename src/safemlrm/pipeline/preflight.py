@@ -25,7 +25,7 @@ from .. import registry
 from ..config import AttackSpec, DatasetSpec, RunConfig
 from ..datasets.base import Dataset, select
 from ..errors import SafeMLRMError
-from ..records import Modality
+from ..records import Modality, Sample
 from .build import build_attack, build_backend, build_dataset, build_judge, catalog_for
 
 PROBE_SAMPLES = 4  # the first items of each dataset each attack is built on to learn what it sends
@@ -165,7 +165,8 @@ def preflight(cfg: RunConfig) -> Preflight:
     with tempfile.TemporaryDirectory(prefix="safemlrm-preflight-") as tmp:
         ctx = AttackContext(blobs=BlobStore(Path(tmp) / "blobs"), cache_dir=Path(tmp) / "cache")
         for dspec in cfg.datasets:
-            first, n, dproblem = [], 0, ""
+            first: list[Sample] = []
+            n, dproblem = 0, ""
             try:
                 ds = build_dataset(dspec)
                 for s in select(ds, dspec.scenarios, dspec.limit, dspec.seed):

@@ -133,7 +133,7 @@ class Runner:
                 ThreadPoolExecutor(1, thread_name_prefix="safemlrm-judge") as judge_pool:
             streams = [JudgeStream(store, label, judge, bar, judge_pool, self.stats, live=live(judge, local_target))
                        for label, judge in judges.items()]
-            judging = [asyncio.create_task(s.run()) for s in streams]
+            judging: list[asyncio.Future[Any]] = [asyncio.create_task(s.run()) for s in streams]
 
             def saved(ckey: str) -> None:
                 for s in streams:
@@ -146,7 +146,7 @@ class Runner:
                                            if b.mode == "async" and not over_ray]
             if local:
                 gens.append(gen.local(local, engine))
-            generating = asyncio.ensure_future(asyncio.gather(*gens))
+            generating: asyncio.Future[list[None]] = asyncio.ensure_future(asyncio.gather(*gens))
             try:
                 while not generating.done():  # a judge that fails stops the run at once
                     done, _ = await asyncio.wait([generating, *judging], return_when=asyncio.FIRST_COMPLETED)
@@ -158,6 +158,6 @@ class Runner:
                     s.close_feed()
                 await asyncio.gather(*judging)
             finally:
-                for t in (generating, *judging):
-                    t.cancel()
+                for task in (generating, *judging):
+                    task.cancel()
                 await asyncio.gather(generating, *judging, return_exceptions=True)

@@ -135,7 +135,7 @@ def headline_figures(rates: pd.DataFrame, judge: str, channel: str, order: list[
         for key, count, name in metrics:
             series = []
             for m in models:
-                pts = []
+                pts: list[tuple[float | None, float | None, float | None, str]] = []
                 for a in attacks:
                     row = rd[(rd["model"] == m) & (rd["attack"] == a)]
                     if row.empty:

@@ -13,7 +13,7 @@ import pandas as pd
 from ..pipeline.batching import chunks
 from ..errors import SafeMLRMError
 from ..fsutil import write_errors
-from ..records import ACCOUNT_FIELDS
+from ..records import ACCOUNT_FIELDS, Completion, Probe, Response
 from ..untrusted import csv_cell, export_text, jsonl_escape
 from ..store import Store
 
@@ -38,11 +38,15 @@ CHUNK = 2_000  # rows per Parquet row group: memory stays flat however large the
 def export_rows(store: Store) -> Iterator[dict[str, Any]]:
     """One dict per (planned item, channel, judge), in plan order, with the channel's text and the
     judge query; read as it is written, so nothing holds the whole run."""
-    probe_key = ckey = sent_for = None
-    probe = response = completion = sent = None
+    probe_key = ckey = None
+    sent_for: tuple[Any, Any] | None = None
+    probe: Probe | None = None
+    response: Response | None = None
+    completion: Completion | None = None
+    sent = ""
     cards = _cards(store)
     for row in store.rows():  # rows of one plan item come together
-        if row["probe_key"] != probe_key:
+        if probe is None or row["probe_key"] != probe_key:
             probe_key, probe, sent_for = row["probe_key"], store.probe(row["probe_key"]), None
         if row["completion_key"] != ckey:
             ckey, response = row["completion_key"], store.response(row["completion_key"])

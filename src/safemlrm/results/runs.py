@@ -60,7 +60,11 @@ def read_runs(results: Results) -> Runs:
     runs = [results] if isinstance(results, RunResults) else list(results)
     if not runs:
         raise AnalysisError("no runs given")
-    frames, scales, cards, meta, judges = [], {}, {}, {}, {}
+    frames: list[pd.DataFrame] = []
+    scales: dict[str, Scale] = {}
+    cards: dict[str, dict[str, Any]] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    judges: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(runs):
         frames.append(r.items.assign(run=i))
         for label, scale in r.scales.items():

@@ -69,7 +69,8 @@ def summarize(store: Store, asr_threshold: float | None = None, harmful_threshol
     for judge in store.verdict_judges():
         succ_at, harm_at = thresholds(scales.get(judge), asr_threshold, harmful_threshold)
         for row in store.verdict_tallies(judge, succ_at, harm_at):
-            tallies[(judge, *row[:5])] = Tally(*(int(x) for x in row[5:]))
+            group = (judge, *row[:5])
+            tallies[group] = Tally(*(int(x) for x in row[5:]))
     rates = rate_rows(tallies, planned, scales, asr_threshold, harmful_threshold, confidence)
 
     outcome_counts = [dict(zip([*GROUP, "outcome", "n"], r)) for r in store.outcome_counts()]

@@ -77,7 +77,7 @@ def _quiet_data() -> None:
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False  # type: ignore[attr-defined]
+    ctx.print_on_execution_start = False
 
 
 # --- the workers (run on the cluster) ----------------------------------------------------------
@@ -127,9 +127,8 @@ def run_shard(payloads: list[dict[str, Any]], args: dict[str, Any]) -> Iterator[
     import ray
 
     _quiet_data()
-    ds = ray.data.from_items(payloads, override_num_blocks=max(1, math.ceil(len(payloads) / args["batch_size"])))
-    ds = ds.map_batches(**args)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    items = ray.data.from_items(payloads, override_num_blocks=max(1, math.ceil(len(payloads) / args["batch_size"])))
+    for batch in items.map_batches(**args).iter_batches(batch_size=None, batch_format="numpy"):
         for body in batch["completion"]:
             yield loads_record(Completion, body)
 

@@ -52,7 +52,10 @@ def allowed_rules(extra: tuple[str, ...] = ()) -> dict[str, Callable[[str, str],
         if not sep or not dataset or not scenario:
             raise ConfigError(f"--allowed takes DATASET:SCENARIO, got {entry!r}")
         prev = rules.get(dataset)
-        rules[dataset] = (lambda s, i, prev=prev, want=scenario: s == want or bool(prev and prev(s, i)))
+        def rule(s: str, i: str, prev: Callable[[str, str], bool] | None = prev, want: str = scenario) -> bool:
+            return s == want or bool(prev and prev(s, i))
+
+        rules[dataset] = rule
     return rules
 
 
