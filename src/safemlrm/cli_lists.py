@@ -126,4 +126,3 @@ def render_mm_typo(key_phrase: Optional[str] = typer.Option(None, "--key-phrase"
 
 
 # --- tis: Think in Safety (docs/think-in-safety.md) -------------------------------------------
-

@@ -125,4 +125,3 @@ def tis_compare(before: str = typer.Argument(..., help="A run directory, a model
     if out_dir:
         md, _ = write_comparison(c, out_dir, str(b), str(a))
         out.print(f"wrote {md}", highlight=False)
-

@@ -84,8 +84,6 @@ def csp_hash(source: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode() + "'"
 
 
-
-
 def render_html(runs: Sequence[Run], opts: ReportOptions, ctx: dict[str, Any]) -> tuple[str, int, int]:
     samples, images, total = collect_samples(runs, opts)
     labels = sorted({v["label"] for s in samples for v in s["verdicts"]})
@@ -153,8 +151,6 @@ def render_markdown(runs: Sequence[Run], ctx: dict[str, Any], tables: dict[str, 
                   md_table(cor.assign(**{c: cor[c].map(_pct) for c in cols})[
                       ["model", "dataset", "attack", "judge", "channel", *cols, "validation"]]), ""]
     return "\n".join(parts)
-
-
 
 
 def parquet_available() -> bool:

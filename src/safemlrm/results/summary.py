@@ -82,4 +82,3 @@ def summarize(store: Store, asr_threshold: float | None = None, harmful_threshol
     order = configured_attacks([config])  # summary.md, metrics.csv, outcomes.csv: the baseline first
     return RunSummary(run_dir=store.run_dir, config=config, rates=in_configured_order(rates, order),
                       outcomes=in_configured_order(outcomes, order), errors=errors)
-
