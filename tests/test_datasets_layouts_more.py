@@ -11,7 +11,7 @@ from safemlrm import registry
 from safemlrm.config import DatasetSpec
 from safemlrm.datasets.base import select
 from safemlrm.errors import ConfigError, DataError
-from safemlrm.runner import build_dataset
+from safemlrm.pipeline.build import build_dataset
 
 
 def ids(name: str, path, **options) -> list[str]:

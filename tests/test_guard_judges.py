@@ -443,7 +443,8 @@ def test_harmbench_through_hf_judges_a_long_text_in_chunks(tiny_harmbench):
 def test_a_run_stores_the_template_sha256_in_every_verdict(tmp_path, tiny_qwen3guard):
     import json
 
-    from safemlrm.runner import Runner
+    from run_sql import run_sql
+    from safemlrm.pipeline.run import Runner
     from safemlrm.store import Store
     from servers import FaultServer
     from test_judges_models import finished_run
@@ -454,8 +455,8 @@ def test_a_run_stores_the_template_sha256_in_every_verdict(tmp_path, tiny_qwen3g
         runner = Runner(cfg, tmp_path / "run", show_progress=False)
         with Store(tmp_path / "run") as store:
             runner.judge(store, {"qg": judge})
-            bodies = [json.loads(b) for (b,) in store.db.execute("SELECT body FROM verdicts WHERE judge='qg'")]
             meta = store.get_meta("judges")["qg"]
+    bodies = [json.loads(b) for (b,) in run_sql(tmp_path / "run", "SELECT body FROM verdicts WHERE judge='qg'")]
     assert len(bodies) == 6 and {b["channel"] for b in bodies} == {"answer", "full"}  # no reasoning channel
     assert {b["template_sha256"] for b in bodies} == {judge.template_sha256()} == {meta["template_sha256"]}
     assert {b["label"] for b in bodies} == {"unsafe"}

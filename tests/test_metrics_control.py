@@ -9,7 +9,7 @@ from safemlrm import load_run
 from safemlrm.config import parse_config
 from safemlrm.control import variant
 from safemlrm.errors import ConfigError
-from safemlrm.metrics_control import dose_response, sample_safety
+from safemlrm.results.metrics_control import dose_response, sample_safety
 from safemlrm.store import Store
 
 # rubric full-channel scores of 3 samples per probe (5 = attack success)
@@ -124,7 +124,7 @@ def test_bad_sweeps_and_samples_name_the_key(entry, match):
 
 
 def test_analyze_carries_both_tables(results):
-    from safemlrm.analysis import analyze
+    from safemlrm.results.analysis import analyze
     out = analyze(results, judges=["rubric"], n_boot=50)
     ss = out["sample_safety"].set_index(["model", "scenario"]).loc[("think", "ALL")]
     assert (ss.safe_at_k, ss.cons_safe_at_k) == (0.25, 0.5)

@@ -24,7 +24,8 @@ from safemlrm.errors import ConfigError, DataError
 from safemlrm.judges.mmvet import MMVET_PROMPT, MMVET_RETRY, MMVetGrader, read_grade
 from safemlrm.judges.parsing import Unreadable
 from safemlrm.results import load_run
-from safemlrm.runner import Runner, build_dataset
+from safemlrm.pipeline.build import build_dataset
+from safemlrm.pipeline.run import Runner
 from safemlrm.tis.capability_rows import mmvet_parts
 from safemlrm.tis.compare import compare_results, markdown
 from servers import Fault, FaultServer

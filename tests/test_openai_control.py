@@ -186,7 +186,7 @@ def test_a_run_over_http_with_a_budget_and_a_planted_prefix(tmp_path):
     from safemlrm import load_run
     from safemlrm.attacks.think_prefix import DEFENCE_PRESETS
     from safemlrm.config import parse_config
-    from safemlrm.runner import Runner
+    from safemlrm.pipeline.run import Runner
     from safemlrm.store import Store
     from test_pipeline import config
 

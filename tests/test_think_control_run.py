@@ -8,7 +8,7 @@ from safemlrm import load_run  # noqa: E402
 from safemlrm.attacks.think_prefix import DEFENCE_PRESETS  # noqa: E402
 from safemlrm.config import parse_config  # noqa: E402
 from safemlrm.errors import ConfigError  # noqa: E402
-from safemlrm.runner import Runner  # noqa: E402
+from safemlrm.pipeline.run import Runner  # noqa: E402
 from safemlrm.store import Store  # noqa: E402
 from test_pipeline import config  # noqa: E402
 
@@ -125,7 +125,7 @@ def test_a_killed_sweep_resumes_with_nothing_doubled(tmp_path, controlled, axis)
 
 
 def test_a_prefix_sweep_marks_the_audit_words_for_judges_and_draws_asr_per_prefix(tmp_path, controlled):
-    from safemlrm import analysis
+    from safemlrm.results import analysis
     from safemlrm.attacks.think_prefix import PLANTED_NOTE
     from safemlrm.config import load_config
     from safemlrm.records import Channel

@@ -16,7 +16,7 @@ from safemlrm.models.base import ChatRequest  # noqa: E402
 from safemlrm.models.cards import ModelCard  # noqa: E402
 from safemlrm.models.vllm import VLLMBackend, to_openai_messages  # noqa: E402
 from safemlrm.records import GenerationSettings, Message, TextPart  # noqa: E402
-from safemlrm.runner import Runner  # noqa: E402
+from safemlrm.pipeline.run import Runner  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .metrics import paired_bootstrap, wilson
+from .results.metrics import paired_bootstrap, wilson
 
 MMVET_CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")  # MM-Vet's six, in its paper's order
 

@@ -69,7 +69,7 @@ def register(kind: str, name: str) -> Callable[[T], T]:
         if existing is not None and existing is not obj:
             raise ValueError(f"{kind} {name!r} is registered twice: {existing!r} and {obj!r}")
         _plugins[kind][name] = obj
-        obj.registered_name = name
+        setattr(obj, "registered_name", name)  # noqa: B010 - any registrable class, no common base
         return obj
 
     return deco

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
 
-from ..concurrency import LimitSettings
+from ..pipeline.concurrency import LimitSettings
 from ..hashing import content_hash
 from ..options import check_options
 from ..records import Completion, GenerationSettings, ImagePart, Message, Modality, TextPart

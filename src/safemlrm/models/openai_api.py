@@ -15,7 +15,7 @@ Options (under `options:` of a model in the run config):
     backoff_base  seconds; full-jitter exponential backoff base (default 1.0)
     backoff_max   seconds; cap on one wait, Retry-After included (default 60)
     extra_body    dict merged into every request (e.g. {"chat_template_kwargs": {...}})
-    concurrency   requests in flight at the start (default 16); adaptive (AIMD, safemlrm.concurrency):
+    concurrency   requests in flight at the start (default 16); adaptive (AIMD, safemlrm.pipeline.concurrency):
                   halved on a 429 or a timeout, grown by one per window of successes
     min_concurrency / max_concurrency   the floor (default 1) and ceiling (default: concurrency)
     tokens_per_minute   optional budget: a request reserves its estimate, settled with the usage
@@ -38,12 +38,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 
-from ..concurrency import AdaptiveLimiter, LimitSettings, estimate_tokens
+from ..pipeline.concurrency import AdaptiveLimiter, LimitSettings, estimate_tokens
 from ..errors import ConfigError
 from ..options import PluginOptions
 from ..records import Completion, ImagePart, Message, TextPart
 from ..registry import register
-from ..safety import decode_body, resolve_secret, wire_text
+from ..secrets import resolve_secret
+from ..untrusted import decode_body, wire_text
 from .budget import refuse_unsupported, think_plan
 from .base import Backend, ChatRequest
 from .thinking import request_fields

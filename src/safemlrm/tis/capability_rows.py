@@ -20,8 +20,8 @@ import pandas as pd
 from .. import registry
 from ..capability import MMVET_CAPABILITIES, is_correct, mmvet_scores
 from ..errors import ConfigError
-from ..metrics import wilson
 from ..records import Channel
+from ..results.metrics import wilson
 from ..store import Store
 
 NO_GRADER = ("not graded: MM-Vet's answers need an LLM grader; give one with `--grader base_url=URL "

@@ -31,7 +31,7 @@ from rich.console import Console
 from ..config import ModelSpec, RunConfig
 from ..errors import ConfigError
 from ..fsutil import write_atomic
-from ..metrics import metric_settings, wilson
+from ..results.metrics import metric_settings, wilson
 from ..results import RunResults, load_run
 from .capability_rows import build_grader, capability_table, is_capability
 
@@ -53,7 +53,10 @@ def allowed_rules(extra: tuple[str, ...] = ()) -> dict[str, Callable[[str, str],
         if not sep or not dataset or not scenario:
             raise ConfigError(f"--allowed takes DATASET:SCENARIO, got {entry!r}")
         prev = rules.get(dataset)
-        rules[dataset] = (lambda s, i, prev=prev, want=scenario: s == want or bool(prev and prev(s, i)))
+        def rule(s: str, i: str, prev: Callable[[str, str], bool] | None = prev, want: str = scenario) -> bool:
+            return s == want or bool(prev and prev(s, i))
+
+        rules[dataset] = rule
     return rules
 
 
@@ -219,7 +222,8 @@ def model_spec_for(ref: str, alias: str, template: ModelSpec, think_format: str,
 def run_pair(before: str, after: str, cfg: RunConfig, out: Path, *, think_format: str = "think",
              console: Console | None = None, show_progress: bool = True) -> tuple[Path, Path]:
     """Run BEFORE and AFTER (run dirs are used as they are) on cfg's benchmarks; return the two run dirs."""
-    from ..runner import Runner, catalog_for
+    from ..pipeline.build import catalog_for
+    from ..pipeline.run import Runner
 
     out.mkdir(parents=True, exist_ok=True)
     template = cfg.models[0]
