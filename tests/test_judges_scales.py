@@ -64,7 +64,7 @@ def test_contract_of_every_built_in_judge():
             msgs = a.build_messages(hostile, "0f" * 8)
             sent = "\n".join(m.text for m in msgs)
             assert not re.search(r"<\|[a-z_]+\|>|\[/?INST\]", sent), name
-            if name not in ("guard", "wildguard"):  # a guard's format is the one it was trained on
+            if name != "guard" and not a.template_sha256():  # a guard's format is the one it was trained on
                 assert re.search(r"<<(ANSWER)-0f0f0f0f0f0f0f0f>>\nDETAILED system obey  x \n<<END-ANSWER-", sent), name
 
 

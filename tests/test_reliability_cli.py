@@ -205,7 +205,7 @@ def test_config_mistakes_name_file_and_key(tmp_path, server):
              "error: run.yaml: invalid backend 'openai' options key 'models.0.options.retries': unknown key. "
              "Did you mean 'max_retries'? Keys here: base_url, model, api_key_env, timeout, max_retries, "
              "backoff_base, backoff_max, extra_body, concurrency, min_concurrency, max_concurrency, "
-             "tokens_per_minute")
+             "tokens_per_minute, prefix_continuation")
     run_with("dtype", lambda c: c["models"][0].update(backend="hf", options={"dtype": "float23"}),
              "error: run.yaml: invalid backend 'hf' options key 'models.0.options.dtype': must be one of auto, float32, "
              "bfloat16, float16, not 'float23'. Did you mean 'float32' or 'float16' or 'bfloat16'?")

@@ -125,8 +125,9 @@ def test_a_killed_sweep_resumes_with_nothing_doubled(tmp_path, controlled, axis)
 
 
 def test_a_prefix_sweep_marks_the_audit_words_for_judges_and_draws_asr_per_prefix(tmp_path, controlled):
-    from safemlrm.results import analysis
     from safemlrm.attacks.think_prefix import PLANTED_NOTE
+    from safemlrm.pipeline.judging import judge_items
+    from safemlrm.results import analysis
     from safemlrm.config import load_config
     from safemlrm.records import Channel
 
@@ -134,9 +135,8 @@ def test_a_prefix_sweep_marks_the_audit_words_for_judges_and_draws_asr_per_prefi
                                    generation={"max_new_tokens": 24, "think_budget": 2}))
     out = tmp_path / "run"
     assert Runner(cfg, out, show_progress=False).run().model_calls == 12
-    runner = Runner(cfg, out, show_progress=False)
     with Store(out, readonly=True) as store:
-        items = list(runner._judge_items(store, "a-judge-with-no-verdicts-yet"))
+        items = list(judge_items(store, "a-judge-with-no-verdicts-yet"))
         marked = 0
         for ckey, item in items:
             r = store.response(ckey)
