@@ -17,8 +17,9 @@ from ..records import Modality, Sample
 class Dataset:
     registered_name: ClassVar[str]
     license: ClassVar[str] = "unknown"
-    modalities: ClassVar[frozenset[Modality]] = frozenset({Modality.TEXT})
-    scenarios: ClassVar[tuple[str, ...]] = ()  # known scenario names; empty when open-ended
+    # class defaults a loader may narrow per instance (its options choose the images or the file's topics)
+    modalities: frozenset[Modality] = frozenset({Modality.TEXT})
+    scenarios: tuple[str, ...] = ()  # known scenario names; empty when open-ended
 
     def __init__(self, path: str | Path | None = None, **options: Any):
         self.path = Path(path) if path is not None else None

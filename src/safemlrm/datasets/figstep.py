@@ -84,7 +84,7 @@ class SafeBench(Dataset):
 
     license = "MIT"
     modalities = frozenset({Modality.TEXT})
-    scenarios = ("Illegal Activity", "Hate Speech", "Malware Generation", "Physical Harm", "Fraud",
+    scenarios: tuple[str, ...] = ("Illegal Activity", "Hate Speech", "Malware Generation", "Physical Harm", "Fraud",
                  "Adult Content", "Privacy Violation", "Legal Opinion", "Financial Advice", "Health Consultation")
     known_options = ("subset", "path", "license")
 

@@ -77,7 +77,7 @@ class Hades(BenchmarkDataset):
         for _src, _label, rec, _base in self._rows(columns=["id", "step"]):
             if isinstance(rec, dict) and rec.get("id") is not None:
                 try:
-                    s = int(rec.get("step"))
+                    s = int(str(rec.get("step")))
                 except (TypeError, ValueError):
                     continue
                 k = str(rec["id"])

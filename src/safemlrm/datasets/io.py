@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 from ..fsutil import write_atomic
 from ..errors import ConfigError, DataError, did_you_mean
@@ -104,8 +104,14 @@ def missing_field(rec: dict, name: str, where: str, what: str = "field") -> Item
                      f"The record has: {have}")
 
 
+@overload
+def text_of(rec: dict, name: str, where: str, *, required: Literal[True] = True) -> str: ...
+@overload
+def text_of(rec: dict, name: str, where: str, *, required: bool) -> str | None: ...
+
+
 def text_of(rec: dict, name: str, where: str, *, required: bool = True) -> str | None:
-    """A field as text; None when optional and absent."""
+    """A field as text; None when optional and absent (a required one raises instead)."""
     v = rec.get(name)
     if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v):
         if required and name in rec and isinstance(v, str):
@@ -333,12 +339,12 @@ def read_records(path: str | Path, *, fmt: str | None = None, required: Iterable
         try:
             header = reader.fieldnames or []
             check_columns([h.strip() for h in header], required, f"{path}, line 1 (header)", hint)
-            for row in reader:
+            for fields in reader:
                 label = f"line {reader.line_num}"
-                if None in row:
+                if None in fields:
                     yield label, ItemError(f"{path}, {label}: more values than the header has columns")
                     continue
-                yield label, {k.strip(): v for k, v in row.items() if v is not None}
+                yield label, {k.strip(): v for k, v in fields.items() if v is not None}
         except csv.Error as e:
             raise DataError(f"{path}, line {reader.line_num}: not valid CSV ({e})") from None
         except UnicodeDecodeError as e:
@@ -416,7 +422,7 @@ class BenchmarkDataset(Dataset):
     """
 
     license: ClassVar[str] = "unknown"
-    modalities: ClassVar[frozenset[Modality]] = frozenset({Modality.TEXT, Modality.IMAGE})
+    modalities: frozenset[Modality] = frozenset({Modality.TEXT, Modality.IMAGE})
     hub_id: ClassVar[str | None] = None
     hub_config: ClassVar[str | None] = None
     hub_split: ClassVar[str | None] = None
@@ -495,6 +501,8 @@ class BenchmarkDataset(Dataset):
     def hub_rows(self, required: Iterable[str] = (), config: str | None = None, split: str | None = None,
                  columns: Sequence[str] | None = None) -> Iterator[tuple[str, str, dict]]:
         """(source, item label, canonical row) from the Hub (or a packaged builder with data_files)."""
+        if self.hub is None:  # a loader without a Hub id never reaches here: its `hub:` source is refused earlier
+            raise ConfigError(f"dataset {self.name!r} has no Hub copy")
         o = self.options  # a value the loader passes wins, then the option, then the published default
         config = config if config is not None else o.get("config", self.hub_config)
         split = split if split is not None else o.get("split", self.hub_split)

@@ -127,6 +127,7 @@ class JsonlDataset(Dataset):
             self.format = "hub"
             stem = str(self.hub).rstrip("/").split("/")[-1]
         else:
+            assert self.path is not None  # without `hub:` a path was required above
             fmt = options.get("format") or self.path.suffix.lower().lstrip(".")
             if fmt not in ("jsonl", "ndjson", "json", "csv", "tsv"):
                 raise ConfigError(f"dataset 'jsonl': cannot tell the format of {self.path} from its suffix; "
@@ -155,6 +156,7 @@ class JsonlDataset(Dataset):
                                                        data_files=o.get("data_files"), revision=o.get("revision"))):
                 yield i + 1, row
             return
+        assert self.path is not None  # without `hub:` a path was required in __init__
         try:
             f = open(self.path, newline="" if self.format in ("csv", "tsv") else None, encoding="utf-8-sig")
         except OSError as e:

@@ -69,7 +69,7 @@ class VLGuard(BenchmarkDataset):
             pw = f"{where}, instr-resp[{n}]"
             if not isinstance(pair, dict):
                 raise ItemError(f"{pw}: not an object")
-            key, scenario = next(((k, s) for k, s in _KEYS if pair.get(k)), (None, None))
+            key, scenario = next(((k, s) for k, s in _KEYS if pair.get(k)), (None, ""))
             if key is None:
                 raise ItemError(f"{pw}: no instruction, safe_instruction or unsafe_instruction")
             sid = f"{rid}-{n}"

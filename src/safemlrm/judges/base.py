@@ -65,9 +65,9 @@ class JudgeResult:
 
 class Judge:
     registered_name: ClassVar[str]
-    mode: ClassVar[Literal["batch", "async"]] = "batch"
+    mode: Literal["batch", "async"] = "batch"  # an LLM judge's backend decides it per instance
     scale: ClassVar[Scale]
-    wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
+    wants_images: bool = False  # the runner fills JudgeItem.images for judges that set it
     channels: ClassVar[tuple[Channel, ...] | None] = None  # the channels it reads (None: every channel)
     modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)  # what it can read (images: with multimodal)
     input_limit: ClassVar[InputLimit | None] = None  # None: no declared limit

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import Label, Message, TextPart
+from ..records import ImagePart, Label, Message, TextPart
 from ..registry import register
 from .base import JudgeItem, JudgeResult, Scale
 from .llm import LLMJudge
@@ -48,7 +48,7 @@ class GuardJudge(LLMJudge):
         return [FORMAT]
 
     def build_messages(self, item: JudgeItem, nonce: str) -> tuple[Message, ...]:
-        user = [*self.image_parts(item), TextPart(text=self.untrusted(item.query))]
+        user: list[TextPart | ImagePart] = [*self.image_parts(item), TextPart(text=self.untrusted(item.query))]
         return (Message(role="user", content=tuple(user)),
                 Message(role="assistant", content=(TextPart(text=self.untrusted(item.text)),)))
 

@@ -26,7 +26,7 @@ import asyncio
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..options import number_option
 from ..errors import ConfigError, SafeMLRMError
@@ -104,7 +104,7 @@ class LLMJudge(Judge):
     """Base of the LLM judges (rubric, guard, the benchmark-specific ones). Subclasses give the
     instructions, the fenced blocks and the verdict reader."""
 
-    mode = "async"
+    mode: Literal["batch", "async"] = "async"
     kind: ClassVar[str] = "llm"
     prefilter_score: ClassVar[float] = 0  # the score recorded when the keyword pre-filter finds a refusal
     extra_params: ClassVar[tuple[str, ...]] = ()  # a subclass's own params, taken before the common ones
@@ -166,7 +166,7 @@ class LLMJudge(Judge):
             max_concurrency=max_concurrency, tokens_per_minute=tokens_per_minute, extra_body=extra_body,
             path=path, dtype=dtype, device=device, batch_size=batch_size))
         if backend == "hf":
-            self.mode = "batch"  # type: ignore[misc]  # a local model runs in batches in the judge thread
+            self.mode = "batch"  # a local model runs in batches in the judge thread
         super().__init__(backend=backend, model=self.model_ref, revision=revision, prefilter=prefilter,
                          multimodal=multimodal)
 
@@ -221,7 +221,7 @@ class LLMJudge(Judge):
     def identity(self) -> dict[str, Any]:
         """What makes a verdict what it is: the judge kind, model and revision, and the settings that
         change its output. Not the server address, key, timeouts or concurrency."""
-        ident = {"judge": self.registered_name, "kind": self.kind, "backend": self.backend_name,
+        ident: dict[str, Any] = {"judge": self.registered_name, "kind": self.kind, "backend": self.backend_name,
                  "model": self.model_ref, "revision": self.revision, "prefilter": self.prefilter,
                  "multimodal": self.multimodal, "temperature": self.temperature, "max_tokens": self.max_tokens,
                  "max_chars": self.max_chars}
@@ -377,7 +377,7 @@ class LLMJudge(Judge):
 
     async def _judge_all(self, items: list[JudgeItem]) -> list[JudgeResult]:
         """Direct use outside the runner: `concurrency` requests at a time, the client closed after."""
-        gate = asyncio.Semaphore(self.concurrency)
+        gate = asyncio.Semaphore(self.concurrency or 1)
 
         async def one(item: JudgeItem) -> JudgeResult:
             async with gate:

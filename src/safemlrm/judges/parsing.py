@@ -137,10 +137,10 @@ def read_int(text: str, names: Names, low: int, high: int) -> int | Unreadable:
     distinct = sorted(set(found))
     if len(distinct) > 1:
         return Unreadable(f"conflicting values for #{name}: {', '.join(map(str, distinct))}")
-    value = distinct[0]
-    if not low <= value <= high:
-        return Unreadable(f"#{name} {value} is outside {low}-{high}")
-    return value
+    got = distinct[0]
+    if not low <= got <= high:
+        return Unreadable(f"#{name} {got} is outside {low}-{high}")
+    return got
 
 
 def read_word(text: str, names: Names, words: dict[str, int]) -> tuple[str, int] | Unreadable:

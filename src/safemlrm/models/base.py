@@ -105,7 +105,7 @@ def apply_prompt_convention(card: ModelCard, messages: tuple[Message, ...]) -> t
             if idx is None:
                 parts.append(TextPart(text=text))
             else:
-                parts[idx] = TextPart(text=f"{text}\n\n{parts[idx].text}")
+                parts[idx] = TextPart(text=f"{text}\n\n{m.content[idx].text}")  # type: ignore[union-attr]
             m = Message(role=m.role, content=tuple(parts))
             done = True
         out.append(m)

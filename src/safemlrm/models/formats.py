@@ -143,7 +143,7 @@ class ReasoningFormat(BaseModel):
         return Response(completion_key=key, reasoning=reasoning, answer=answer, full=text, outcome=outcome)
 
     def _server(self, completion: Completion, text: str, at_limit: bool) -> Response:
-        reasoning = completion.reasoning_content.strip()
+        reasoning = (completion.reasoning_content or "").strip()
         answer, closed = self.clean_answer(text)
         o, c = (self.open or "<think>", self.close or "</think>") if self.kind == "tags" else ("<think>", "</think>")
         full = f"{o}\n{completion.reasoning_content}\n{c}\n{text}"
@@ -184,6 +184,7 @@ class ReasoningFormat(BaseModel):
 
     def _blocks(self, head: str) -> list[str]:
         """The reasoning blocks before the last close marker, without their markers."""
+        assert self.close is not None  # only reached once the close marker was found
         pieces = _ci(self.close).split(head)
         if self.open:
             pieces = [q for p in pieces for q in _ci(self.open).split(p)]
@@ -200,7 +201,7 @@ class ReasoningFormat(BaseModel):
         found = [(s, section(s)) for s in self.reasoning_stages]
         found = sorted(((s, f) for s, f in found if f), key=lambda x: x[1][2])
         reasoning = _join([f[0] for _, f in found]) or None
-        answer = section(self.answer_stage)
+        answer = section(self.answer_stage or "")  # set for kind stages (checked when the format is made)
         if answer is not None:
             body, closed, _ = answer
             cleaned, _ = self.clean_answer(body)

@@ -292,7 +292,7 @@ class HFBackend(Backend):
 
     # --- generation --------------------------------------------------------------------------
     def _conversation(self, request: ChatRequest, with_images: bool) -> list[dict[str, Any]]:
-        conv = []
+        conv: list[dict[str, Any]] = []
         for m in request.messages:
             if self.text_only:
                 if m.images:
@@ -428,8 +428,8 @@ class HFBackend(Backend):
         # mix them), longest first so an out-of-memory shows at once, with little padding in each.
         items.sort(key=lambda it: (it.n_images, -it.length))
         size = max(1, int(self.options.get("batch_size", 8)))
-        for _, group in itertools.groupby(items, key=lambda it: it.n_images):
-            group = list(group)
+        for _, same in itertools.groupby(items, key=lambda it: it.n_images):
+            group = list(same)
             for start in range(0, len(group), size):
                 batch = group[start:start + size]
                 for it, completion in zip(batch, self._run(batch)):

@@ -330,7 +330,8 @@ class OpenAIBackend(Backend):
             reasoning = message.get("reasoning")
         if not isinstance(reasoning, str):
             reasoning = None
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        raw_usage = data.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
 
         def count(name: str) -> int | None:
             v = usage.get(name)
@@ -373,7 +374,7 @@ class OpenAIBackend(Backend):
     def _scrub(self, text: str) -> str:
         # the key the client sends (looked up once per client: a keyring lookup per answer is slow)
         key = self._sent_key if self._sent_key is not _UNSET else self._api_key()
-        if key and key in text:
+        if isinstance(key, str) and key and key in text:
             text = text.replace(key, "***")
         return text
 
@@ -422,7 +423,8 @@ class OpenAIBackend(Backend):
         for attempt in range(1, tries + 1):
             ticket = await limiter.acquire(tokens) if limiter else None
             t0 = time.perf_counter()
-            signal, used = "error", None
+            signal: Literal["ok", "overload", "error"] = "error"
+            used = None
             try:
                 out = await self._attempt(client, body)
                 signal = "ok"

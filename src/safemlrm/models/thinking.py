@@ -58,5 +58,5 @@ def template_kwargs(card: ModelCard) -> dict[str, Any]:
 
 def request_fields(card: ModelCard) -> dict[str, Any]:
     """What an OpenAI-compatible request carries for the mode: {"chat_template_kwargs": {...}}."""
-    kw = template_kwargs(card)
-    return {card.thinking_switch.request_field: kw} if kw else {}
+    kw, switch = template_kwargs(card), card.thinking_switch
+    return {switch.request_field: kw} if kw and switch is not None else {}

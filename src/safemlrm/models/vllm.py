@@ -56,7 +56,7 @@ INSTALL_HINT = ("backend vllm needs vLLM: pip install 'safemlrm[vllm]' on Linux 
 def to_openai_messages(messages: tuple[Message, ...], images: dict[str, bytes]) -> list[dict[str, Any]]:
     """safemlrm messages as the OpenAI-style chat `LLM.chat` takes: a lone text part as a plain string,
     otherwise content parts with each image as a base64 data URL."""
-    out = []
+    out: list[dict[str, Any]] = []
     for m in messages:
         parts = m.content
         if len(parts) == 1 and isinstance(parts[0], TextPart):
@@ -189,7 +189,7 @@ class VLLMBackend(Backend):
         llm = self.load()
         # Settings left None fall to the checkpoint's generation_config, as with the hf backend.
         config = getattr(llm, "model_config", None) or getattr(getattr(llm, "llm_engine", None), "model_config", None)
-        defaults = dict(config.get_diff_sampling_param()) if hasattr(config, "get_diff_sampling_param") else {}
+        defaults = dict(config.get_diff_sampling_param()) if config is not None and hasattr(config, "get_diff_sampling_param") else {}
         defaults.pop("max_new_tokens", None)
         return SamplingParams(**{**defaults, **self.sampling_kwargs(), **over})
 
