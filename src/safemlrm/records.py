@@ -210,6 +210,7 @@ class Verdict(Frozen):
     label: Label
     rationale: str = ""
     by_prefilter: bool = False  # decided by a keyword pre-filter rather than the judge proper
+    template_sha256: str = ""  # sha256 of the published input format of a named judge ("" for others)
 
 
 def completion_key(identity: dict[str, Any], settings: GenerationSettings, probe: Probe) -> str:

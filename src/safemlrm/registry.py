@@ -54,6 +54,10 @@ _BUILTIN_MODULES = (
     "safemlrm.judges.scales",
     "safemlrm.judges.trace",
     "safemlrm.judges.wildguard",
+    "safemlrm.judges.strongreject",
+    "safemlrm.judges.reasoningshield",
+    "safemlrm.judges.guardreasoner_vl",
+    "safemlrm.judges.gpt_oss_safeguard",
 )
 
 

@@ -656,7 +656,8 @@ class JudgeStream:
         self.store.add_verdicts(
             Verdict(completion_key=ck, channel=it.channel, judge=self.label, judge_id=j.registered_name,
                     prompt_hash=self.prompt_hash, cache_key=cache, score=r.score, label=r.label,
-                    rationale=r.rationale, by_prefilter=r.by_prefilter) for ck, it, cache, r in done)
+                    rationale=r.rationale, by_prefilter=r.by_prefilter, template_sha256=r.template_sha256)
+            for ck, it, cache, r in done)
         for ck, it, _, _ in done:
             self._in_flight.discard((ck, it.channel))
         self.runner.stats.verdicts += len(done)

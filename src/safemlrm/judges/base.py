@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..hashing import content_hash, hash_prefix
-from ..records import Channel, Label, Response
+from ..records import Channel, Label, Modality, Response
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class JudgeResult:
     label: Label
     rationale: str = ""
     by_prefilter: bool = False
+    template_sha256: str = ""  # sha256 of the published input format a named judge pinned ("" for none)
 
 
 class Judge:
@@ -53,6 +54,8 @@ class Judge:
     scale: ClassVar[Scale]
     wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
     channels: ClassVar[tuple[Channel, ...] | None] = None  # the channels it reads (None: every channel)
+    modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)  # what its model can read (IMAGE: the probe's images)
+    input_limit: ClassVar[int | None] = None  # its model's context in tokens, as published (None: not declared)
     streaming: ClassVar[bool | None] = None  # judge alongside generation; None: the runner decides by mode
     # an async judge's limits (LLM judges set them from their params); None: the runner's defaults
     concurrency: int | None = None
@@ -72,6 +75,10 @@ class Judge:
 
     def prompt_hash(self) -> str:
         return content_hash("judge-prompt", self.prompt_text(), length=16)
+
+    def template_sha256(self) -> str:
+        """sha256 of the published input format the judge pins, recorded on each verdict ("": none)."""
+        return ""
 
     def context(self, item: JudgeItem) -> dict[str, Any]:
         """What else of the item the verdict depends on (a scenario, a sample's safety warning); it
