@@ -2,11 +2,14 @@
 guardreasoner-vl, gpt-oss-safeguard), for tests/test_reasoning_judges.py. Built through
 conftest._tiny(..., module="tiny_reasoning_judges"): editing this file rebuilds only these.
 
-Each is trained on the judge's own pinned input format (its system prompt and user turn, with random
-request and response texts, and images for the image-aware one), so the judge's real prompts are in
-distribution, until greedy decoding gives the target for held-out prompts in that format, batched
-and alone. The long published prompts would be thousands of tokens for the word-list tokenizer of
-tiny_models, so the text judges get a byte-level BPE that also learnt those prompts' words."""
+The published prompts are long (ReasoningShield's is 57 lines), so most training steps are on
+tiny_models' short random conversations, rendered by the judge's chat template (the model learns
+to give the target after the generation prompt, whatever came before), and every fifth step also
+on one prompt in the judge's own pinned format with random texts. Training stops only when greedy
+decoding gives the target for held-out prompts in the judge's format (batched with left padding,
+and alone), among them the test's own items, so no test depends on what an untrained model
+happens to say. The text judges get a byte-level BPE that also learnt those prompts' words (about
+one token a word), so a format prompt is hundreds of tokens, not thousands."""
 from __future__ import annotations
 
 import random
@@ -58,10 +61,10 @@ def _words(rng: random.Random) -> str:
     return tm._random_conversation(rng, False)[-1]["content"]
 
 
-def _train(path, model, processor, tok, draw, held_out: list, target: list[int], *, max_steps: int = 1500,
-           eos: list[int] | None = None) -> Path:
-    """Train until greedy decoding of every held-out conversation (batched with left padding, and
-    alone) starts with `target`; save with `eos` as the end tokens."""
+def _train(path, model, processor, tok, draw, held_out: list, target: list[int], *, with_image: bool = False,
+           max_steps: int = 1500, eos: list[int] | None = None) -> Path:
+    """Train until greedy decoding of every held-out conversation, batched and alone, starts with
+    `target`; save with `eos` as the end tokens. `draw(rng)`: one conversation in the judge's format."""
     tok.padding_side = "left"
     rng = random.Random(0)
     torch.manual_seed(0)
@@ -70,11 +73,15 @@ def _train(path, model, processor, tok, draw, held_out: list, target: list[int],
     while True:
         model.train()
         for _ in range(25):
-            inputs, labels = tm._batch(processor, tok, [draw(rng) for _ in range(8)], target)
-            loss = model(**inputs, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            batches = [[tm._random_conversation(rng, with_image) for _ in range(8)]]
+            if steps % 5 == 0:
+                batches.append([draw(rng)])
+            for convs in batches:
+                inputs, labels = tm._batch(processor, tok, convs, target)
+                loss = model(**inputs, labels=labels).loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
             steps += 1
         model.eval()
         outs = tm._greedy(model, processor, tok, held_out, len(target) + 3)
@@ -91,21 +98,50 @@ def _train(path, model, processor, tok, draw, held_out: list, target: list[int],
     return path
 
 
+# The request, answer and trace of tests/test_reasoning_judges.py's items.
+TEST_QUERY, TEST_ANSWER = "How do I pick a lock?", "Here is how: step one."
+TEST_TRACE = "The user wants lock picking. First, insert a tension wrench."
+
+
 def _held_out(turn) -> list:
-    """Held-out conversations: tiny_models' unlike-training prompts as request and response."""
+    """Held-out conversations in the judge's format: the tests' items, and tiny_models' prompts
+    unlike the training draws as request and response."""
     texts = tm._HELD_OUT
-    return [turn(t, texts[(i + 1) % len(texts)][::-1]) for i, t in enumerate(texts)]
+    return ([turn(TEST_QUERY, TEST_ANSWER), turn(TEST_QUERY, TEST_TRACE)]
+            + [turn(t, texts[(i + 1) % len(texts)][::-1]) for i, t in enumerate(texts)])
 
 
-def _build_text(path, system: str, user, target_text: str, *, specials=(), chat_template=None, end=None) -> Path:
-    tok = _tokenizer([system, user("", "")], specials)
+def _judge_turn(judge, channel: str = "answer"):
+    """turn(request, response, image=None): the conversation the judge itself builds for an item
+    (its build_messages, a fresh nonce each time), as transformers chat messages."""
+    from safemlrm.judges.base import JudgeItem
+    from safemlrm.judges.llm import new_nonce
+    from safemlrm.records import Channel, ImagePart, Outcome, Response
+
+    def turn(request, response, image=None):
+        resp = Response(completion_key="k", reasoning=None, answer=response, full=response, outcome=Outcome.COMPLETE)
+        images = {"0" * 64: b""} if image is not None else {}
+        item = JudgeItem(channel=Channel(channel), text=response, query=request, response=resp, images=images)
+        conv = []
+        for m in judge.build_messages(item, new_nonce(request, response)):
+            parts = [{"type": "text", "text": p.text} if not isinstance(p, ImagePart) else {"type": "image", "image": image}
+                     for p in m.content]
+            conv.append({"role": m.role, "content": parts})
+        return conv
+
+    return turn
+
+
+API = dict(base_url="http://127.0.0.1:9/v1", model="tiny")
+
+
+def _build_text(path, judge, target_text: str, *, channel="answer", specials=(), chat_template=None,
+                end=None) -> Path:
+    turn = _judge_turn(judge, channel)
+    tok = _tokenizer([p["text"] for m in turn("", "") for p in m["content"]], specials)
     if chat_template:
         tok.chat_template = chat_template
     model = _text_lm(tok)
-
-    def turn(request, response):
-        return [{"role": "system", "content": system}, {"role": "user", "content": user(request, response)}]
-
     end_ids = [tok.convert_tokens_to_ids(end)] if end else []
     target = tok(target_text, add_special_tokens=False)["input_ids"] + (end_ids or [tok.eos_token_id])
     return _train(path, model, tok, tok, lambda rng: turn(_words(rng), _words(rng)), _held_out(turn), target,
@@ -113,48 +149,33 @@ def _build_text(path, system: str, user, target_text: str, *, specials=(), chat_
 
 
 def build_strongreject(path) -> Path:
-    from safemlrm.judges.strongreject import SYSTEM_PROMPT, USER_TEMPLATE
+    from safemlrm.judges.strongreject import StrongRejectJudge
 
-    return _build_text(path, SYSTEM_PROMPT, lambda q, r: USER_TEMPLATE.format(forbidden_prompt=q, response=r),
-                       STRONGREJECT_OUTPUT)
+    return _build_text(path, StrongRejectJudge(**API), STRONGREJECT_OUTPUT)
 
 
 def build_reasoningshield(path) -> Path:
-    from safemlrm.judges.reasoningshield import SYSTEM_PROMPT, USER_TEMPLATE
+    from safemlrm.judges.reasoningshield import ReasoningShieldJudge
 
-    return _build_text(path, SYSTEM_PROMPT, lambda q, r: USER_TEMPLATE.format(query=q, thought=r),
-                       REASONINGSHIELD_OUTPUT)
+    return _build_text(path, ReasoningShieldJudge(**API), REASONINGSHIELD_OUTPUT, channel="reasoning")
 
 
 def build_gpt_oss_safeguard(path) -> Path:
     """A harmony model: the harmony tokens are special (as in gpt-oss), `<|return|>` ends the output,
-    the judge's pinned harmony template renders its prompts; trained on the built-in policy."""
-    from safemlrm.judges.gpt_oss_safeguard import CHAT_TEMPLATE, CLOSING, _policy_text
+    the judge's pinned harmony template renders its prompts (the built-in policy)."""
+    from safemlrm.judges.gpt_oss_safeguard import GptOssSafeguardJudge
 
-    policy = _policy_text(None)[1]
-    nonces = random.Random(1)  # a fresh nonce per prompt, as the judge draws one per call
-
-    def user(q, r):
-        n = f"{nonces.getrandbits(64):016x}"
-        return (f"<<REQUEST-{n}>>\n{q}\n<<END-REQUEST-{n}>>\n\n<<ANSWER-{n}>>\n{r}\n<<END-ANSWER-{n}>>\n\n"
-                + CLOSING.format(label="ANSWER", nonce=n, what="The model's final answer."))
-
-    return _build_text(path, policy, user, GPT_OSS_OUTPUT, specials=HARMONY_SPECIALS,
-                       chat_template=CHAT_TEMPLATE.replace("{effort}", "medium"), end="<|return|>")
+    judge = GptOssSafeguardJudge(**API)
+    return _build_text(path, judge, GPT_OSS_OUTPUT, specials=HARMONY_SPECIALS, chat_template=judge.chat_template,
+                       end="<|return|>")
 
 
 def build_guardreasoner_vl(path) -> Path:
     """A tiny Qwen2.5-VL that gives GuardReasoner-VL's answer for its format, with and without images."""
-    from safemlrm.judges.guardreasoner_vl import IMAGE_GAP, INSTRUCTION, USER_HEAD, USER_TEMPLATE
+    from safemlrm.judges.guardreasoner_vl import GuardReasonerVLJudge
 
     model, processor, tok = tm._qwen_vl("2.5", 0)
-
-    def turn(request, response, image=None):
-        text = USER_TEMPLATE.format(request=request, response=response)
-        parts = ([{"type": "text", "text": USER_HEAD}, {"type": "image", "image": image},
-                  {"type": "text", "text": IMAGE_GAP + text}] if image is not None
-                 else [{"type": "text", "text": USER_HEAD + text}])
-        return [{"role": "system", "content": [{"type": "text", "text": INSTRUCTION}]}, {"role": "user", "content": parts}]
+    turn = _judge_turn(GuardReasonerVLJudge(**API))
 
     def draw(rng):
         image = None
@@ -163,7 +184,6 @@ def build_guardreasoner_vl(path) -> Path:
             image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
         return turn(_words(rng), _words(rng), image)
 
-    held = _held_out(turn)
-    held.append(turn("How do I pick a lock?", "Here is how: step one.", Image.new("RGB", (64, 48), (200, 30, 30))))
+    held = _held_out(turn) + [turn(TEST_QUERY, TEST_ANSWER, Image.new("RGB", (64, 48), (200, 30, 30)))]
     target = tok(GUARDREASONER_VL_OUTPUT, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return _train(path, model, processor, tok, draw, held, target)
+    return _train(path, model, processor, tok, draw, held, target, with_image=True)
