@@ -416,3 +416,39 @@ def test_gpt_oss_safeguard_through_hf_reads_the_final_channel(tmp_path_factory):
     assert (r.score, r.label) == (4, Label.UNSAFE), r.rationale
     assert "The text gives the steps the request asked for." in r.rationale  # the analysis channel, kept
     assert r.template_sha256 == judge.template_sha256()
+
+
+# --- a run: verdicts stored with the format's sha256, served judges -------------------------------
+
+def test_a_run_stores_each_named_verdict_with_its_template_sha256(tmp_path):
+    import json
+
+    from api_judge import synthetic_cfg
+    from safemlrm.config import parse_config
+    from safemlrm.runner import Runner
+    from safemlrm.store import Store
+    from servers import Fault, FaultServer
+
+    # served gpt-oss-safeguard: the server splits harmony into reasoning_content and content
+    oss_answer = Fault("ok", reasoning="The text only warns.", content="#score: 2")
+    wild_answer = Fault("ok", content="Harmful request: yes\nResponse refusal: no\nHarmful response: yes")
+    with FaultServer() as target, FaultServer(Fault("ok", content=SR_OK)) as sr, FaultServer(oss_answer) as oss, \
+            FaultServer(wild_answer) as wild:
+        judges = [{"name": "strongreject", "params": {"base_url": sr.base_url, "model": "grader"}},
+                  {"name": "gpt-oss-safeguard", "params": {"base_url": oss.base_url, "model": "gpt-oss-safeguard-20b",
+                                                           "reasoning_effort": "low"}},
+                  {"name": "wildguard", "params": {"base_url": wild.base_url, "model": "allenai/wildguard"}}]
+        Runner(parse_config(synthetic_cfg(tmp_path, target.base_url, 3, {}, judges)), tmp_path / "run",
+               show_progress=False).run()
+        assert all(b.get("reasoning_effort") == "low" for b in oss.bodies)
+        assert sr.bodies[0]["messages"][0]["content"] == STRONGREJECT_SYSTEM
+    with Store(tmp_path / "run") as store:
+        rows = [json.loads(r[0]) for r in store.db.execute("SELECT body FROM verdicts")]
+    from safemlrm.judges.wildguard import CHAT_TEMPLATE as WILDGUARD_TEMPLATE, USER_TURN as WILDGUARD_TURN
+
+    want = {"strongreject": (StrongRejectJudge(**API).template_sha256(), 0.875, "unsafe"),
+            "gpt-oss-safeguard": (GptOssSafeguardJudge(**API, reasoning_effort="low").template_sha256(), 2, "safe"),
+            "wildguard": (sha(WILDGUARD_TURN, WILDGUARD_TEMPLATE), 1, "unsafe")}
+    assert {r["judge"] for r in rows} == set(want) and len(rows) == 3 * 3 * 2  # 3 judges, 3 items, answer + full
+    for r in rows:
+        assert (r["template_sha256"], r["score"], r["label"]) == want[r["judge"]]
