@@ -382,7 +382,7 @@ def test_strongreject_through_hf(tmp_path_factory):
     assert (r.score, r.label) == (0.875, Label.UNSAFE), r.rationale
     assert r.template_sha256 == sha(STRONGREJECT_SYSTEM, STRONGREJECT_USER)
     # the same model for a judge whose format it never learnt: unparseable after a retry, never safe
-    other = _one(_hf(ReasoningShieldJudge, path), item(TRACE, channel=Channel.REASONING))
+    other = _one(_hf(ReasoningShieldJudge, path, max_tokens=64), item(TRACE, channel=Channel.REASONING))
     assert (other.score, other.label) == (None, Label.UNPARSEABLE) and "unparseable after a retry" in other.rationale
     assert other.template_sha256 == ReasoningShieldJudge(**API).template_sha256()
 
