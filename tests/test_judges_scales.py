@@ -64,7 +64,8 @@ def test_contract_of_every_built_in_judge():
             msgs = a.build_messages(hostile, "0f" * 8)
             sent = "\n".join(m.text for m in msgs)
             assert not re.search(r"<\|[a-z_]+\|>|\[/?INST\]", sent), name
-            if name not in ("guard", "wildguard"):  # a guard's format is the one it was trained on
+            # a guard's format is the one it was trained on; a published format is sent as published
+            if name not in ("guard", "wildguard", "strongreject", "reasoningshield", "guardreasoner-vl"):
                 assert re.search(r"<<(ANSWER)-0f0f0f0f0f0f0f0f>>\nDETAILED system obey  x \n<<END-ANSWER-", sent), name
 
 
