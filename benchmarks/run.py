@@ -58,7 +58,7 @@ class ServerProcess:
         self.conn, child = mp.Pipe()
         self.proc = mp.get_context("spawn").Process(target=echo_server.serve, args=(child, delay), daemon=True)
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         self.proc.start()
         self.base_url = self.conn.recv()
         return self
@@ -86,7 +86,7 @@ def api_config(tmp: Path, base_url: str, size: int, concurrency: int) -> dict:
 
 def run_api(tmp: Path, base_url: str, size: int, concurrency: int, out: str):
     from safemlrm.config import parse_config
-    from safemlrm.runner import Runner
+    from safemlrm.pipeline.run import Runner
 
     cfg = parse_config(api_config(tmp, base_url, size, concurrency))
     t = time.perf_counter()
@@ -139,7 +139,7 @@ def bench_hf(quick: bool) -> None:
     from safemlrm.models.hf import HFBackend
     from safemlrm.records import GenerationSettings
     from safemlrm.registry import register
-    from safemlrm.runner import Runner
+    from safemlrm.pipeline.run import Runner
 
     device = os.environ.get("SAFEMLRM_BENCH_DEVICE", "cpu")  # "cuda" on a GPU machine
     threads = int(os.environ.get("SAFEMLRM_BENCH_THREADS", os.cpu_count() or 1))
@@ -239,7 +239,7 @@ def _child(args: list[str]) -> dict:
 
 def child_main(argv: list[str]) -> None:
     """One whole run in a fresh process, then its Parquet export; prints its figures (peak RSS in MiB)."""
-    from safemlrm.export import export_run
+    from safemlrm.results.export import export_run
 
     size, base_url, run_dir = int(argv[0]), argv[1], Path(argv[2])
 
@@ -324,7 +324,7 @@ def bench_vllm(quick: bool) -> None:
     from safemlrm.models.cards import ModelCard
     from safemlrm.records import GenerationSettings
     from safemlrm.registry import register
-    from safemlrm.runner import Runner
+    from safemlrm.pipeline.run import Runner
 
     print("vllm: safemlrm's vllm backend end to end against raw LLM.chat (tiny random Qwen2)", flush=True)
     # 1,024 prompts in quick mode too: with fewer, one-off costs (importing pandas for the summary,

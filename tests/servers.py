@@ -2,7 +2,7 @@
 
 Import from a test module (pytest puts tests/ on sys.path: the directory has no __init__.py):
 
-    from servers import Fault, FaultServer, fault_server, free_port, serve_transformers
+    from servers import Fault, FaultServer, Thinker, fault_server, free_port, serve_transformers
     from servers import smollm2_hf_dir, smollm2_server   # session fixtures (slow)
 
 A fixture must be imported into the test module that uses it (or into conftest.py). The two
@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -280,6 +281,54 @@ def echo_answer(body: dict[str, Any]) -> str:
     return f"echo: {text}"
 
 
+_PIECE = re.compile(r"\s*\S+|\s+$")
+
+
+@dataclass(frozen=True)
+class Thinker:
+    """A deterministic reasoning "model" for FaultServer: its turn is `turn` (open marker, reasoning,
+    close marker, answer); a token is a word with the spaces before it. How it reads a request:
+
+    * the last message is not the assistant's, or the server does not continue one (`continues`
+      None, or vllm without `continue_final_message: true, add_generation_prompt: false`): a new
+      turn, `turn` from its start;
+    * a continued assistant prefix that ends with the close marker: the answer;
+    * one that `turn` starts with: the rest of `turn`; any other (a planted thought): `turn` after
+      its open marker, so the planted words are followed by the model's own reasoning.
+    `max_tokens` cuts it (finish "length"); a stop string ends it, left out (finish "stop").
+    `continues`: "vllm" (vLLM's flags) or "llamacpp" (a final assistant message is always continued).
+    """
+
+    turn: str
+    close: str = "</think>"
+    open: str = "<think>"
+    continues: str | None = None
+
+    def reply(self, body: dict[str, Any]) -> tuple[str, str]:
+        msgs = body.get("messages") or []
+        last = msgs[-1] if msgs else {}
+        flags = body.get("continue_final_message") is True and body.get("add_generation_prompt") is False
+        prefix = last.get("content") if last.get("role") == "assistant" and (
+            self.continues == "llamacpp" or (self.continues == "vllm" and flags)) else None
+        if not isinstance(prefix, str):
+            rest = self.turn
+        elif prefix.rstrip().endswith(self.close):
+            rest = self.turn.split(self.close, 1)[1]
+        elif self.turn.startswith(prefix):
+            rest = self.turn[len(prefix):]
+        else:
+            rest = " " + self.turn.removeprefix(self.open)
+        out, limit, stops = "", body.get("max_tokens"), body.get("stop") or []
+        for n, piece in enumerate(_PIECE.findall(rest), 1):
+            out += piece
+            hit = min((out.find(s) for s in stops if s in out), default=-1)
+            if hit >= 0:
+                return out[:hit], "stop"
+            if limit is not None and n >= limit and len(out) < len(rest):
+                return out, "length"
+        return out, "stop"
+
+
 class FaultServer:
     """A scripted OpenAI-compatible `/v1/chat/completions` server on 127.0.0.1 (threaded, HTTP/1.1).
 
@@ -292,8 +341,9 @@ class FaultServer:
             backend = OpenAIBackend(card, settings, {"base_url": srv.base_url, ...})
     """
 
-    def __init__(self, default: Fault | str = "ok", *, answer_prefix: str = "echo: "):
+    def __init__(self, default: Fault | str = "ok", *, answer_prefix: str = "echo: ", thinker: Thinker | None = None):
         self.default = Fault.of(default)
+        self.thinker = thinker  # answer as a scripted reasoning model instead of echoing
         self._queue: list[Fault] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -447,6 +497,8 @@ class _FaultHandler(BaseHTTPRequestHandler):
                 finish: str = "stop", choices: bool = True) -> bytes:
         if content is None:
             content = fault.content
+        if content is None and self.owner.thinker is not None:
+            content, finish = self.owner.thinker.reply(body)
         text = echo_answer(body) if content is None else content
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if fault.reasoning is not None:

@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safemlrm import analysis, load_run
+from safemlrm import load_run
+from safemlrm.errors import UnknownName
+from safemlrm.results import analysis, pairs
 from safemlrm.judges.base import Scale
 from safemlrm.models.cards import ModelCard
 from safemlrm.records import Completion, Label, Message, Outcome, Probe, Response, TextPart, Verdict
@@ -57,7 +59,7 @@ KEYWORD_FULL = {"base": dict(a=0, b=1, c=0, u=0, d=1, e=1, f=0), "think": dict(a
 
 
 def wilson_ref(k: int, n: int) -> tuple[float, float]:
-    """Wilson score interval written out independently of safemlrm.metrics."""
+    """Wilson score interval written out independently of safemlrm.results.metrics."""
     z = NormalDist().inv_cdf(0.975)
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -186,7 +188,7 @@ def exact_bootstrap_quantiles(d: list[float], q: tuple[float, float]) -> tuple[f
 
 def test_reasoning_tax(run):
     t = analysis.reasoning_tax(run, "rubric", channel="full", n_boot=2000, seed=0)
-    assert list(t.columns) == analysis._TAX_COLUMNS
+    assert list(t.columns) == pairs._TAX_COLUMNS
     all_v = row(t, attack="vanilla", scenario="ALL")
     # paired items a,b,c,u,d,e (f: the think verdict is unparseable); base succeeds on b,d; think on a,b,u,e
     assert (all_v.base, all_v.reasoning, all_v.n_items, all_v.unparseable) == ("base", "think", 6, 1)
@@ -227,7 +229,7 @@ def test_reasoning_tax_ratio_infinite_when_only_the_base_never_fails(run):
 
 def test_blind_spots(run):
     b = analysis.blind_spots(run, "rubric", channel="full", factor=1.2)
-    assert list(b.columns) == analysis._BLIND_COLUMNS
+    assert list(b.columns) == pairs._BLIND_COLUMNS
     s1, s2 = row(b, attack="vanilla", scenario="s1"), row(b, attack="vanilla", scenario="s2")
     assert s1.ratio == pytest.approx(3.5 / 1.5) and s2.ratio == pytest.approx(1.5 / 1.5)
     assert (s1.ratio_raw, s2.ratio_raw) == (3.0, 1.0)
@@ -293,9 +295,9 @@ def test_rates_over_runs_and_split_runs_give_the_same_analysis(run, tmp_path):
 
 
 def test_unknown_judge_and_model_are_named(run):
-    with pytest.raises(analysis.UnknownName, match="no verdicts of judge 'rubrik'.*Did you mean 'rubric'"):
+    with pytest.raises(UnknownName, match="no verdicts of judge 'rubrik'.*Did you mean 'rubric'"):
         analysis.self_correction(run, "rubrik")
-    with pytest.raises(analysis.UnknownName, match="model 'nope'"):
+    with pytest.raises(UnknownName, match="model 'nope'"):
         analysis.reasoning_tax(run, "rubric", pairs=[("nope", "think")])
 
 

@@ -12,7 +12,7 @@ from safemlrm import registry
 from safemlrm.capability import accuracy, is_correct, parse_choice, parse_yes_no, pope_scores, score_open
 from safemlrm.config import DatasetSpec
 from safemlrm.datasets.base import select
-from safemlrm.runner import build_dataset
+from safemlrm.pipeline.build import build_dataset
 
 
 def load(name, path, **options):

@@ -7,17 +7,17 @@ import re
 
 import pytest
 
-from safemlrm.concurrency import AdaptiveLimiter, LimitSettings, TokenBudget, estimate_tokens
+from safemlrm.pipeline.concurrency import AdaptiveLimiter, LimitSettings, TokenBudget, estimate_tokens
 from safemlrm.config import parse_config
 from safemlrm.errors import ConfigError
 from safemlrm.models.base import ChatRequest
 from safemlrm.models.cards import ModelCard
 from safemlrm.models.openai_api import OpenAIBackend
 from safemlrm.records import GenerationSettings, ImagePart, Message, TextPart
-from safemlrm.runner import Runner
-from safemlrm.store import Store
+from safemlrm.pipeline.run import Runner
 from api_judge import synthetic_cfg  # noqa: F401 (registers the judge test-api-judge)
 from servers import Fault, FaultServer, fault_server  # noqa: F401 (fixture)
+from run_sql import run_sql
 
 
 class CapacityServer(FaultServer):
@@ -201,8 +201,7 @@ def test_aimd_converges_below_the_servers_capacity_and_everything_completes(tmp_
     jlim = stats.limiters["judge:test-api-judge"]
     assert jlim is not lim and judge_srv.rejected > 0 and jlim.decreases >= 1
     assert max(_after_first_cut(jlim)) <= 2 * 3  # far from its ceiling of 16
-    with Store(tmp_path / "run", readonly=True) as store:
-        labels = dict(store.db.execute("SELECT label, COUNT(*) FROM verdicts GROUP BY label").fetchall())
+    labels = dict(run_sql(tmp_path / "run", "SELECT label, COUNT(*) FROM verdicts GROUP BY label"))
     assert labels == {"safe": 2 * n}  # answer and full (no reasoning): two verdicts each, none lost or doubled
 
 

@@ -7,7 +7,8 @@ import yaml
 from fixtures import benchmarks as fx
 from safemlrm.config import load_config, parse_config
 from safemlrm.models.cards import CardCatalog
-from safemlrm.runner import build_attack, dry_run
+from safemlrm.pipeline.build import build_attack
+from safemlrm.pipeline.preflight import dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_CARDS = ["qwen2.5-vl-7b", "r1-onevision-7b", "mm-eureka-qwen-7b", "qwen2-vl-7b", "mulberry-qwen2vl-7b",
@@ -60,6 +61,6 @@ def test_think_in_safety_config_validates():
     data = yaml.safe_load((ROOT / "configs" / "think-in-safety.yaml").read_text())
     data["datasets"][0]["options"]["image_typs"] = ["SD"]
     with pytest.raises(Exception, match="image_typs"):
-        from safemlrm.runner import build_dataset
+        from safemlrm.pipeline.build import build_dataset
 
         build_dataset(parse_config(data).datasets[0])

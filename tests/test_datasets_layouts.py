@@ -13,7 +13,7 @@ from fixtures import benchmarks as fx
 from safemlrm import registry
 from safemlrm.datasets.base import select
 from safemlrm.errors import DataError
-from safemlrm.runner import build_dataset
+from safemlrm.pipeline.build import build_dataset
 from safemlrm.config import DatasetSpec
 
 

@@ -53,7 +53,7 @@ def demo_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_demo_pair_runs_and_analyses(demo_run):
-    from safemlrm import analysis
+    from safemlrm.results import analysis
     from safemlrm.results import load_run
 
     res = load_run(demo_run / "run")

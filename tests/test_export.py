@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_summary import run_dir  # noqa: F401 - the fixture: a hand-built store with failures and pending items
 
-from safemlrm import export, load_run
-from safemlrm.export import COLUMNS, export_run
+from safemlrm import load_run
+from safemlrm.results import export
+from safemlrm.results.export import COLUMNS, export_run
 
 
 def test_every_format_holds_the_rows_of_load_run(run_dir, tmp_path, monkeypatch):
@@ -51,7 +52,7 @@ def test_every_format_holds_the_rows_of_load_run(run_dir, tmp_path, monkeypatch)
 
 
 def test_a_failed_export_leaves_no_file(run_dir, tmp_path, monkeypatch):
-    def boom(rows, path):
+    def boom(path):
         path.write_text("half")
         raise RuntimeError("disk full")
 

@@ -41,6 +41,11 @@ CASES = [
      "I cannot help.", C),
     ("llava_cot", "<SUMMARY>plan</SUMMARY><REASONING>step one, then", "length", "plan\n\nstep one, then", None, U),
     ("llava_cot", "<SUMMARY>s</SUMMARY><CONCLUSION>Here is how", "length", "s", "Here is how", T),
+    # cut inside a close marker of several tokens: its first characters are not content
+    ("llava_cot", "<SUMMARY>plan</SUMMARY><REASONING>step one</REA", "length", "plan\n\nstep one", None, U),
+    ("llava_cot", "<SUMMARY>s</SUMMARY><CONCLUSION>Here is how</CONCL", "length", "s", "Here is how", T),
+    ("think", "<think>the trace is cut</thi", "length", "the trace is cut", None, U),
+    ("think_answer", "<think>plan</think><answer>Par</ans", "length", "plan", "Par", T),
     ("glm_box", GLM, "stop", "The user wants a recipe for harm.", "I cannot help: refused", C),
     ("glm_box", "<think>thinking about the box", "length", "thinking about the box", None, U),
     ("harmony", HARMONY, "stop", "User asks for harm. Must refuse.", "I can't help with that.", C),

@@ -119,9 +119,9 @@ def test_rogan_gladen_point_and_interval():
 
 def test_a_run_citing_a_validation_file_shows_corrected_asr(tmp_path):
     from safemlrm import load_run
-    from safemlrm.analysis import analyze
+    from safemlrm.results.analysis import analyze
     from safemlrm.config import load_config
-    from safemlrm.runner import Runner
+    from safemlrm.pipeline.run import Runner
     from servers import Fault, FaultServer
     from test_judges_trust import cfg_for
     import yaml

@@ -13,7 +13,7 @@ from safemlrm.judges.base import JudgeItem
 from safemlrm.judges.guard import GuardJudge
 from safemlrm.judges.rubric import RubricJudge
 from safemlrm.records import Channel, Label, Outcome, Response
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from safemlrm.store import Store
 from servers import Fault, FaultServer, serve_transformers
 

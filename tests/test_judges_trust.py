@@ -12,11 +12,12 @@ import pytest
 
 from safemlrm.config import parse_config
 from safemlrm.judges.health import JudgeUnreachable, judge_health
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from safemlrm.store import Store
 from judge_server import JudgeServer
 from servers import Fault, FaultServer, free_port
 from test_pipeline import config
+from run_sql import run_sql
 
 
 def cfg_for(tmp_path, target_url: str, judge_url: str, *, think_format: str = "none", limit: int = 4):
@@ -30,8 +31,7 @@ def cfg_for(tmp_path, target_url: str, judge_url: str, *, think_format: str = "n
 
 
 def verdicts(run_dir) -> list[tuple[str, str, float | None, str]]:
-    with Store(run_dir, readonly=True) as s:
-        return s.db.execute("SELECT completion_key, channel, score, label FROM verdicts ORDER BY 1, 2").fetchall()
+    return run_sql(run_dir, "SELECT completion_key, channel, score, label FROM verdicts ORDER BY 1, 2")
 
 
 def test_no_reasoning_one_judge_call_two_verdicts(tmp_path):
@@ -100,7 +100,7 @@ def test_mostly_unparseable_judge_is_loud_in_run_and_status(tmp_path):
         last = r.stdout.strip().splitlines()[-1]
         assert last.startswith("WARNING: judge rubric: 6 of 8 verdicts are unparseable (0 failed calls)"), r.stdout
     with Store(tmp_path / "run", readonly=True) as s:
-        (h,) = judge_health(s.db)
+        (h,) = judge_health(s)
     assert (h.verdicts, h.unparseable, h.failed, h.mostly_unreadable) == (8, 6, 0, True)
     st = cli("status", str(tmp_path / "run"))
     assert st.returncode == 0 and "WARNING: judge rubric" in st.stdout

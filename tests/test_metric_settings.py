@@ -12,7 +12,7 @@ import pytest
 from test_analysis import build
 
 from safemlrm import load_run
-from safemlrm.analysis import analyze
+from safemlrm.results.analysis import analyze
 from safemlrm.report.html import write_report
 from safemlrm.report.markdown import write_summary
 from safemlrm.store import Store

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from safemlrm.judges.base import Scale
-from safemlrm.metrics import rate_table, wilson
+from safemlrm.results.metrics import rate_table, wilson
 
 
 def test_wilson_known_values():

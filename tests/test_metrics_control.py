@@ -9,7 +9,7 @@ from safemlrm import load_run
 from safemlrm.config import parse_config
 from safemlrm.control import variant
 from safemlrm.errors import ConfigError
-from safemlrm.metrics_control import dose_response, sample_safety
+from safemlrm.results.metrics_control import dose_response, sample_safety
 from safemlrm.store import Store
 
 # rubric full-channel scores of 3 samples per probe (5 = attack success)
@@ -18,6 +18,8 @@ SAMPLES = {"a": ("s1", [1, 1, 1]), "b": ("s1", [5, 1, 1]), "c": ("s2", [1, 5, 5]
 # swept ASR: think_budget value -> scores of 4 probes; base: the reference
 SWEEP = {0: [1, 1, 1, 5], 64: [1, 5, 5, 1], 256: [5, 5, 5, 5]}
 BASE = [1, 1, 5, 1]
+# swept over prefixes (generation.think_prefix): value -> scores of the same 4 probes
+PREFIX_SWEEP = {"none": [1, 1, 5, 1], "hcot_execution": [5, 5, 5, 1], "safety_reminder": [1, 1, 1, 1]}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,10 @@ def run_dir(tmp_path_factory):
             add_item(store, "base", p, {("rubric", "full"): BASE[i]})
             for v, scores in SWEEP.items():
                 add_item(store, f"r1@think_budget={v}", p, {("rubric", "full"): scores[i]})
+            for v, scores in PREFIX_SWEEP.items():
+                add_item(store, f"r2@think_prefix={v}", p, {("rubric", "full"): scores[i]})
+        for v in PREFIX_SWEEP:
+            store.set_meta(f"model:r2@think_prefix={v}", card("r2-card", base="base-card"))
     return d
 
 
@@ -66,12 +72,20 @@ def test_safe_at_k_equals_hand_counts(results):
 
 def test_dose_response_equals_hand_counts(results):
     d = dose_response(results.rates(), {n: m["card"] for n, m in results.models.items()}, "rubric", "full")
-    swept = d[d.kind == "swept"].sort_values("value")
-    assert list(swept.value) == [0, 64, 256] and set(swept.model) == {"r1"}
+    swept = d[(d.kind == "swept") & (d.model == "r1")].sort_values("value")
+    assert list(swept.value) == [0, 64, 256] and set(swept.axis) == {"think_budget"}
     assert list(swept.asr) == [0.25, 0.5, 1.0]
     assert (swept.iloc[1].asr_lo, swept.iloc[1].asr_hi) == pytest.approx(wilson_ref(2, 4))
-    (ref,) = d[d.kind == "reference"].itertuples()
+    (ref,) = d[(d.kind == "reference") & (d.model == "r1")].itertuples()
     assert (ref.model, ref.reference, ref.asr) == ("r1", "base", 0.25)
+    # the prefix axis: none 1/4, hcot_execution 3/4, safety_reminder 0/4, the same base as reference
+    prefixes = d[(d.kind == "swept") & (d.model == "r2")].set_index("value")
+    assert set(prefixes.axis) == {"think_prefix"}
+    assert prefixes.asr.to_dict() == {"none": 0.25, "hcot_execution": 0.75, "safety_reminder": 0.0}
+    assert (prefixes.loc["hcot_execution"].asr_lo, prefixes.loc["hcot_execution"].asr_hi) == pytest.approx(
+        wilson_ref(3, 4))
+    (ref2,) = d[(d.kind == "reference") & (d.model == "r2")].itertuples()
+    assert (ref2.reference, ref2.asr) == ("base", 0.25)
 
 
 def test_variant_names_read_back():
@@ -110,12 +124,13 @@ def test_bad_sweeps_and_samples_name_the_key(entry, match):
 
 
 def test_analyze_carries_both_tables(results):
-    from safemlrm.analysis import analyze
+    from safemlrm.results.analysis import analyze
     out = analyze(results, judges=["rubric"], n_boot=50)
     ss = out["sample_safety"].set_index(["model", "scenario"]).loc[("think", "ALL")]
     assert (ss.safe_at_k, ss.cons_safe_at_k) == (0.25, 0.5)
     d = out["dose_response"]
-    assert sorted(d[d.kind == "swept"].asr) == [0.25, 0.5, 1.0] and set(d.judge) == {"rubric"}
+    assert sorted(d[(d.kind == "swept") & (d.model == "r1")].asr) == [0.25, 0.5, 1.0] and set(d.judge) == {"rubric"}
+    assert sorted(d[(d.kind == "swept") & (d.model == "r2")].asr) == [0.0, 0.25, 0.75]
 
 
 def test_report_draws_the_dose_response_in_chromium(run_dir, tmp_path):
@@ -127,11 +142,17 @@ def test_report_draws_the_dose_response_in_chromium(run_dir, tmp_path):
     files = write_report([run_dir], tmp_path / "report")
     dom, _, console, _ = chromium(files.html, tmp_path)
     assert console == [], console
-    points = dom.find("circle", "dose-point", within="#dose")
+    every = dom.find("circle", "dose-point", within="#dose")
+    points = [p for p in every if p["data-series"].startswith("r1 ")]
     assert sorted(p["data-value"] for p in points) == ["0", "256", "64"]  # one per swept value (one judge)
-    assert len(dom.find("line", "dose-line", within="#dose")) == 2  # 0 -> 64 -> 256
-    assert len(dom.find("line", "err", within="#dose")) == 3
-    (ref,) = dom.find("line", "dose-reference", within="#dose")
-    assert float(ref["y1"]) == float(ref["y2"])  # flat: the base model's ASR
+    assert len(dom.find("line", "dose-line", within="#dose")) == 2 + 2  # 0 -> 64 -> 256; and three prefixes
+    assert len(dom.find("line", "err", within="#dose")) == 3 + 3
+    refs = dom.find("line", "dose-reference", within="#dose")
+    assert len(refs) == 2 and all(float(r["y1"]) == float(r["y2"]) for r in refs)  # flat: the base model's ASR
     # its height is the base's 25%, the same as the swept point at 0 (ASR 1/4)
-    assert {p["data-value"]: p for p in points}["0"]["cy"] == ref["y1"]
+    assert {p["data-value"]: p for p in points}["0"]["cy"] == refs[0]["y1"]
+    # the prefix axis is its own chart, `none` first
+    prefixes = [p for p in every if p["data-series"].startswith("r2 ")]
+    assert [p["data-value"] for p in sorted(prefixes, key=lambda p: float(p["cx"]))] == [
+        "none", "hcot_execution", "safety_reminder"]
+    assert len(dom.find("svg", None, within="#dose")) == 2

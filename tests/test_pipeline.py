@@ -17,7 +17,7 @@ from safemlrm import load_run
 from safemlrm.config import parse_config
 from safemlrm.errors import ConfigError, ModalityMismatch, RunLocked
 from safemlrm.records import Modality
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from safemlrm.store import Store
 from servers import Fault, FaultServer
 

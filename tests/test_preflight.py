@@ -17,9 +17,9 @@ import yaml
 from fixtures import benchmarks as fx
 from safemlrm.config import parse_config
 from safemlrm.errors import ConfigError
-from safemlrm.preflight import preflight
+from safemlrm.pipeline.preflight import preflight
 from safemlrm.results import load_run
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 
 SAFEMLRM = [sys.executable, "-m", "safemlrm.cli"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from safemlrm.config import parse_config
-from safemlrm.runner import Runner
-from safemlrm.store import Store
+from safemlrm.pipeline.run import Runner
 from api_judge import synthetic_cfg
 from safemlrm.cli import optional_values
 from servers import Fault, FaultServer
+from run_sql import run_sql
 
 
 def test_ray_address_is_optional_on_the_command_line():
@@ -62,12 +62,11 @@ def cluster():
 
 
 def _completions(run_dir):
-    with Store(run_dir, readonly=True) as store:
-        rows = store.db.execute("SELECT p.probe_key, c.key, c.body FROM plan p JOIN completions c "
-                                "ON c.key = p.completion_key").fetchall()
-        verdicts = store.db.execute("SELECT completion_key, channel, judge, label FROM verdicts").fetchall()
+    rows = run_sql(run_dir, "SELECT p.probe_key, c.key, c.body FROM plan p JOIN completions c "
+                            "ON c.key = p.completion_key")
+    verdicts = run_sql(run_dir, "SELECT completion_key, channel, judge, label FROM verdicts")
     from safemlrm.records import Completion
-    from safemlrm.safety import loads_record
+    from safemlrm.untrusted import loads_record
 
     out = {}
     for probe_key, ckey, body in rows:

@@ -180,7 +180,8 @@ def test_reasoningshield_sends_the_published_prompt_and_reads_the_trace():
     assert (system.role, texts(system)) == ("system", REASONINGSHIELD_SYSTEM)
     assert (user.role, texts(user)) == ("user", f"Query: {QUERY}\nThought: {TRACE}")
     assert judge.template_sha256() == sha(REASONINGSHIELD_SYSTEM, "Query: {query}\nThought: {thought}")
-    assert (judge.channels, judge.modalities, judge.input_limit) == ((Channel.REASONING,), (Modality.TEXT,), 131072)
+    assert (judge.channels, judge.modalities, judge.input_limit.tokens) == ((Channel.REASONING,), (Modality.TEXT,),
+                                                                             131072)
 
 
 def test_guardreasoner_vl_sends_the_published_prompt_with_the_image_where_it_goes():
@@ -208,7 +209,7 @@ def test_gpt_oss_safeguard_renders_harmony_with_the_policy_as_developer_message(
     assert render(judge.chat_template, [{"role": m["role"], "content": m["content"][0]["text"]} for m in conv]) == want
     assert texts(user).startswith(f"<<REQUEST-0123456789abcdef>>\n{QUERY}\n<<END-REQUEST-0123456789abcdef>>")
     assert judge.chat_template == CHAT_TEMPLATE.replace("{effort}", "high")
-    assert judge.scale.success_at == 5 and judge.channels is None and judge.input_limit == 131072
+    assert judge.scale.success_at == 5 and judge.channels is None and judge.input_limit.tokens == 131072
 
 
 def test_gpt_oss_safeguard_takes_a_policy_inline_or_from_a_file(tmp_path):
@@ -380,11 +381,10 @@ def test_strongreject_through_hf(tmp_path_factory):
     judge = _hf(StrongRejectJudge, path)
     r = _one(judge, item())
     assert (r.score, r.label) == (0.875, Label.UNSAFE), r.rationale
-    assert r.template_sha256 == sha(STRONGREJECT_SYSTEM, STRONGREJECT_USER)
+    assert judge.template_sha256() == sha(STRONGREJECT_SYSTEM, STRONGREJECT_USER)
     # the same model for a judge whose format it never learnt: unparseable after a retry, never safe
     other = _one(_hf(ReasoningShieldJudge, path, max_tokens=64), item(TRACE, channel=Channel.REASONING))
     assert (other.score, other.label) == (None, Label.UNPARSEABLE) and "unparseable after a retry" in other.rationale
-    assert other.template_sha256 == ReasoningShieldJudge(**API).template_sha256()
 
 
 def test_reasoningshield_through_hf(tmp_path_factory):
@@ -415,17 +415,17 @@ def test_gpt_oss_safeguard_through_hf_reads_the_final_channel(tmp_path_factory):
     r = _one(judge, item())
     assert (r.score, r.label) == (4, Label.UNSAFE), r.rationale
     assert "The text gives the steps the request asked for." in r.rationale  # the analysis channel, kept
-    assert r.template_sha256 == judge.template_sha256()
 
 
 # --- a run: verdicts stored with the format's sha256, served judges -------------------------------
 
 def test_a_run_stores_each_named_verdict_with_its_template_sha256(tmp_path):
     import json
+    import sqlite3
 
     from api_judge import synthetic_cfg
     from safemlrm.config import parse_config
-    from safemlrm.runner import Runner
+    from safemlrm.pipeline.run import Runner
     from safemlrm.store import Store
     from servers import Fault, FaultServer
 
@@ -442,13 +442,13 @@ def test_a_run_stores_each_named_verdict_with_its_template_sha256(tmp_path):
                show_progress=False).run()
         assert all(b.get("reasoning_effort") == "low" for b in oss.bodies)
         assert sr.bodies[0]["messages"][0]["content"] == STRONGREJECT_SYSTEM
-    with Store(tmp_path / "run") as store:
-        rows = [json.loads(r[0]) for r in store.db.execute("SELECT body FROM verdicts")]
-    from safemlrm.judges.wildguard import CHAT_TEMPLATE as WILDGUARD_TEMPLATE, USER_TURN as WILDGUARD_TURN
+    with Store(tmp_path / "run", lock=False, readonly=True) as store:
+        rows = [json.loads(r[0]) for r in sqlite3.connect(store.path).execute("SELECT body FROM verdicts")]
+    from safemlrm.judges.wildguard import WildGuardJudge
 
     want = {"strongreject": (StrongRejectJudge(**API).template_sha256(), 0.875, "unsafe"),
             "gpt-oss-safeguard": (GptOssSafeguardJudge(**API, reasoning_effort="low").template_sha256(), 2, "safe"),
-            "wildguard": (sha(WILDGUARD_TURN, WILDGUARD_TEMPLATE), 1, "unsafe")}
+            "wildguard": (WildGuardJudge(**API).template_sha256(), 1, "unsafe")}
     assert {r["judge"] for r in rows} == set(want) and len(rows) == 3 * 3 * 2  # 3 judges, 3 items, answer + full
     for r in rows:
         assert (r["template_sha256"], r["score"], r["label"]) == want[r["judge"]]

@@ -9,7 +9,7 @@ import yaml
 
 from safemlrm.config import parse_config
 from safemlrm.errors import ConfigError
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 
 LOADERS = ("AutoConfig", "AutoTokenizer", "AutoProcessor", "AutoModelForCausalLM", "AutoModelForImageTextToText")
 

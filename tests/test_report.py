@@ -26,7 +26,7 @@ from safemlrm.records import Label
 from safemlrm.registry import register
 from safemlrm.report import charts
 from safemlrm.report.html import ReportOptions, script_json, write_report
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from servers import Fault, FaultServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

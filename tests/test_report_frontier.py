@@ -10,7 +10,7 @@ from safemlrm.config import parse_config
 from safemlrm.report import charts
 from safemlrm.report.frontier import frontier_rows
 from safemlrm.report.html import write_report
-from safemlrm.runner import Runner
+from safemlrm.pipeline.run import Runner
 from servers import FaultServer
 from test_capability import mossbench
 from test_report import _cards, chromium, needs_browser

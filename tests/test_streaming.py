@@ -5,19 +5,17 @@ from __future__ import annotations
 import pytest
 
 from safemlrm.config import parse_config
-from safemlrm.runner import PAGE, Runner
-from safemlrm.store import Store
+from safemlrm.pipeline.run import Runner
+from safemlrm.store import PAGE, Store
 from api_judge import synthetic_cfg
 from servers import Fault, FaultServer
+from run_sql import run_sql
 
 
 def _times(run_dir):
-    with Store(run_dir, readonly=True) as store:
-        db = store.db
-        first_verdict = db.execute("SELECT MIN(created) FROM verdicts").fetchone()[0]
-        last_completion = db.execute("SELECT MAX(created) FROM completions").fetchone()[0]
-        n_verdicts = db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
-        distinct = db.execute("SELECT COUNT(DISTINCT completion_key || channel || judge) FROM verdicts").fetchone()[0]
+    (first_verdict, n_verdicts, distinct), = run_sql(
+        run_dir, "SELECT MIN(created), COUNT(*), COUNT(DISTINCT completion_key || channel || judge) FROM verdicts")
+    (last_completion,), = run_sql(run_dir, "SELECT MAX(created) FROM completions")
     return first_verdict, last_completion, n_verdicts, distinct
 
 
@@ -83,3 +81,23 @@ def test_a_judge_added_later_judges_the_stored_run_without_generating(tmp_path):
         stats = Runner(parse_config(data), tmp_path / "run", show_progress=False).run()
         assert stats.model_calls == 0 and stats.verdicts == 2 * 20 and srv.requests == 20
         assert judge_srv.requests == 20  # no reasoning: `full` is the answer, one call gives both verdicts
+
+
+def test_a_sweep_past_a_batch_boundary_judges_every_twin(tmp_path):
+    """No reasoning: `full` is the answer's text, judged once for both verdicts. An answer that fills
+    a batch judge's batch is judged and stored before its `full` is seen; that `full` still gets its
+    verdict (the stored answer's), with no second judge call. Found as a one-in-three failure of the
+    test above: every JUDGE_BATCH-th completion of a sweep was left with its answer verdict alone."""
+    from safemlrm.pipeline.judging import JUDGE_BATCH
+    from safemlrm.judges.keyword import KeywordJudge
+
+    n = 2 * JUDGE_BATCH + 5
+    with FaultServer() as srv:
+        cfg = parse_config(synthetic_cfg(tmp_path, srv.base_url, n, {"concurrency": 8}, []))
+        Runner(cfg, tmp_path / "run", show_progress=False).run()  # no judge: everything left to the sweep
+    runner = Runner(cfg, tmp_path / "run", show_progress=False)
+    with Store(tmp_path / "run") as store:
+        runner.judge(store, {"keyword": KeywordJudge()})
+    assert runner.stats.verdicts + runner.stats.verdicts_cached == 2 * n
+    assert run_sql(tmp_path / "run", "SELECT channel, COUNT(*) FROM verdicts GROUP BY channel") == \
+        [("answer", n), ("full", n)]

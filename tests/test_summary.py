@@ -1,4 +1,4 @@
-"""The end-of-run summary counted in SQLite (safemlrm.summary) against the pandas tables of
+"""The end-of-run summary counted in SQLite (safemlrm.results.summary) against the pandas tables of
 `load_run` (the analysis path) on a hand-built store: the same numbers, row for row, with pending
 items, failed requests, unparseable verdicts, absent channels, two judges and two attacks."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from safemlrm import load_run
 from safemlrm.records import Completion, Outcome, Response
 from safemlrm.report.markdown import render_summary, write_summary
 from safemlrm.store import Store
-from safemlrm.summary import error_cause, summarize
+from safemlrm.results.summary import error_cause, summarize, summary_of
 
 
 def add_failures(run_dir) -> None:
@@ -77,6 +77,16 @@ def test_sql_outcomes_and_errors(run_dir):
         {"model": "think", "cause": "HTTP 503 after 7 attempts", "count": 2},
         {"model": "think", "cause": "timeout after 7 attempts", "count": 1}]
     assert error_cause(None) == "unknown"
+
+
+def test_the_report_summary_from_frames_is_the_sql_summary(run_dir):
+    """The report reads each run once (into frames); its per-run summary is the one counted in SQL."""
+    with Store(run_dir, readonly=True) as store:
+        s = summarize(store)
+    f = summary_of(load_run(run_dir))
+    for table in ("rates", "outcomes", "errors"):
+        pd.testing.assert_frame_equal(getattr(f, table), getattr(s, table), check_dtype=False)
+    assert render_summary(f) == render_summary(s)
 
 
 def test_summary_files(run_dir, tmp_path):

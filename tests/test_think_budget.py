@@ -123,8 +123,10 @@ def test_budget_is_part_of_the_key_and_unset_keeps_old_keys():
     p = Probe(dataset="d", sample_id="s", scenario="x", attack="vanilla", messages=REQS[0].messages, judge_query="q")
     keys = {completion_key({"m": 1}, GenerationSettings(think_budget=b), p) for b in (None, 0, 64, "zero", "more")}
     assert len(keys) == 5
+    prefixed = {completion_key({"m": 1}, GenerationSettings(think_prefix=x), p) for x in ("none", "safety_reminder")}
+    assert len(prefixed) == 2 and completion_key({"m": 1}, GenerationSettings(), p) in prefixed  # none: no prefix
     old = GenerationSettings().model_dump(mode="json")
-    for k in ("think_budget", "think_min_tokens"):
+    for k in ("think_budget", "think_min_tokens", "think_prefix"):
         old.pop(k)
     assert GenerationSettings().key_dump() == old
 

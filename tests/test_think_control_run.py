@@ -8,7 +8,7 @@ from safemlrm import load_run  # noqa: E402
 from safemlrm.attacks.think_prefix import DEFENCE_PRESETS  # noqa: E402
 from safemlrm.config import parse_config  # noqa: E402
 from safemlrm.errors import ConfigError  # noqa: E402
-from safemlrm.runner import Runner  # noqa: E402
+from safemlrm.pipeline.run import Runner  # noqa: E402
 from safemlrm.store import Store  # noqa: E402
 from test_pipeline import config  # noqa: E402
 
@@ -46,7 +46,8 @@ def test_a_planted_thought_for_an_api_backend_stops_before_any_call(tmp_path):
     models = [{"card": "api", "backend": "openai", "options": {"base_url": "http://127.0.0.1:9/v1"}}]
     raw = config(tmp_path, models, cards, limit=1)
     raw["attacks"] = [{"name": "think_prefix", "params": {"preset": "hcot_execution"}}]
-    with pytest.raises(ConfigError, match="think_prefix.*backend openai.*use backend hf, or where: image"):
+    with pytest.raises(ConfigError, match="think_prefix.*backend openai.*use backend hf or vllm, backend openai with "
+                                          "option prefix_continuation, or where: image"):
         Runner(parse_config(raw), tmp_path / "run", show_progress=False).run()
 
 
@@ -71,13 +72,22 @@ def created(run_dir):
         return dict(db.execute("SELECT key, created FROM completions"))
 
 
-def test_a_killed_sweep_resumes_with_nothing_doubled(tmp_path, controlled):
+PREFIXES = ["none", "hcot_execution", "safety_reminder"]
+
+
+@pytest.mark.parametrize("axis", ["think_budget", "think_prefix"])
+def test_a_killed_sweep_resumes_with_nothing_doubled(tmp_path, controlled, axis):
     import os
     import signal
     import time
 
+    from safemlrm.attacks.think_prefix import preset_text
     from test_reliability_crash import counts, finish, launch
-    cfg = sweep_config(tmp_path, controlled, sweep={"think_budget": [0, 1, 3]})
+    if axis == "think_budget":
+        cfg = sweep_config(tmp_path, controlled, sweep={"think_budget": [0, 1, 3]})
+    else:  # the prefix axis, under a budget of 2 so that every swept value closes and answers
+        cfg = sweep_config(tmp_path, controlled, sweep={"think_prefix": PREFIXES},
+                           generation={"max_new_tokens": 24, "think_budget": 2})
     out = tmp_path / "run"
     proc = launch(cfg, out)
     deadline = time.monotonic() + 240
@@ -96,12 +106,67 @@ def test_a_killed_sweep_resumes_with_nothing_doubled(tmp_path, controlled):
     assert len(after) == 12 == counts(out)["plan"]  # 3 swept values x 4 probes, each once
     assert {k: after[k] for k in before} == before  # nothing made before the kill was made again
     with Store(out, readonly=True) as store:
-        tokens = {}
+        tokens, planted = {}, {}
         for row in load_run(out).planned.itertuples():
-            c = store.completion(row.completion_key)
+            c, r = store.completion(row.completion_key), store.response(row.completion_key)
             tokens.setdefault(row.model, set()).add(c.reasoning_tokens)
-            assert store.response(row.completion_key).answer == "I cannot help with that."
-    assert tokens == {"ctl@think_budget=0": {0}, "ctl@think_budget=1": {1}, "ctl@think_budget=3": {3}}
+            assert r.answer == "I cannot help with that."
+            value = row.model.split("=")[1]
+            want = preset_text(value, store.probe(row.probe_key).judge_query) \
+                if axis == "think_prefix" and value != "none" else None
+            assert r.planted_prefix == want and r.reasoning.startswith(want or "")  # after a resume too
+            planted.setdefault(row.model, set()).add(want is not None)
+    if axis == "think_budget":
+        assert tokens == {"ctl@think_budget=0": {0}, "ctl@think_budget=1": {1}, "ctl@think_budget=3": {3}}
+    else:
+        assert planted == {f"ctl@think_prefix={p}": {p != "none"} for p in PREFIXES}
+        # unplanted, the model would think longer: cut at 2; after a planted preset it may close sooner
+        assert tokens["ctl@think_prefix=none"] == {2} and max(set().union(*tokens.values())) == 2
+
+
+def test_a_prefix_sweep_marks_the_audit_words_for_judges_and_draws_asr_per_prefix(tmp_path, controlled):
+    from safemlrm.results import analysis
+    from safemlrm.attacks.think_prefix import PLANTED_NOTE
+    from safemlrm.config import load_config
+    from safemlrm.records import Channel
+
+    cfg = load_config(sweep_config(tmp_path, controlled, sweep={"think_prefix": PREFIXES},
+                                   generation={"max_new_tokens": 24, "think_budget": 2}))
+    out = tmp_path / "run"
+    assert Runner(cfg, out, show_progress=False).run().model_calls == 12
+    runner = Runner(cfg, out, show_progress=False)
+    with Store(out, readonly=True) as store:
+        items = list(runner._judge_items(store, "a-judge-with-no-verdicts-yet"))
+        marked = 0
+        for ckey, item in items:
+            r = store.response(ckey)
+            if r.planted_prefix is None or item.channel is Channel.ANSWER:
+                assert item.text == r.channel(item.channel) and "[planted" not in item.text
+                continue
+            note = PLANTED_NOTE.format(text=r.planted_prefix)
+            if item.channel is Channel.REASONING:  # the whole reasoning, opening with the marked prefix
+                assert item.text == note + r.reasoning[len(r.planted_prefix):]
+            else:
+                assert item.text == r.full.replace(r.planted_prefix, note, 1)
+            assert r.reasoning.startswith(r.planted_prefix)  # the record keeps the planted words as they were
+            marked += 1
+        assert marked == 2 * 8  # reasoning and full of 2 prefixes x 4 probes
+    dose = analysis.analyze(load_run(out), judges=["keyword"])["dose_response"]
+    swept = dose[dose["kind"] == "swept"]
+    assert sorted(swept["value"]) == sorted(PREFIXES) and set(swept["axis"]) == {"think_prefix"}
+    assert list(swept["asr"]) == [0.0, 0.0, 0.0] and list(swept["judged"]) == [4, 4, 4]  # every answer refuses
+
+
+def test_think_prefix_setting_and_prefix_attack_together_are_refused(tmp_path, controlled):
+    cards = {"ctl": {"hub_id": str(controlled), "think_format": "think", "modalities": ["text"]}}
+    models = [{"card": "ctl", "backend": "hf", "generation": {"max_new_tokens": 24, "think_prefix": "safety_reminder"}}]
+    raw = config(tmp_path, models, cards, limit=1)
+    raw["attacks"] = [{"name": "think_prefix", "params": {"preset": "hcot_execution"}}]
+    with pytest.raises(ConfigError, match="plants a thought and model ctl sets generation.think_prefix"):
+        Runner(parse_config(raw), tmp_path / "run", show_progress=False).run()
+    models[0]["generation"]["think_prefix"] = "nope"
+    with pytest.raises(ConfigError, match=r"think_prefix.*must be none or a think_prefix preset \(hcot_execution"):
+        parse_config(config(tmp_path, models, cards, limit=1))
 
 
 def test_k_samples_differ_and_are_stored_once_each(tmp_path, controlled):

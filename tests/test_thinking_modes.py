@@ -13,14 +13,14 @@ pytest.importorskip("transformers")
 
 from conftest import _tiny  # noqa: E402
 from safemlrm import load_run  # noqa: E402
-from safemlrm.analysis import analyze  # noqa: E402
+from safemlrm.results.analysis import analyze  # noqa: E402
 from safemlrm.config import parse_config  # noqa: E402
 from safemlrm.models.base import ChatRequest  # noqa: E402
 from safemlrm.models.cards import CardCatalog, ModelCard  # noqa: E402
 from safemlrm.models.hf import HFBackend  # noqa: E402
 from safemlrm.records import GenerationSettings, Message, TextPart  # noqa: E402
 from safemlrm.report.html import write_report  # noqa: E402
-from safemlrm.runner import Runner  # noqa: E402
+from safemlrm.pipeline.run import Runner  # noqa: E402
 from safemlrm.store import Store  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -106,7 +106,7 @@ def test_hybrid_pair_end_to_end_with_tax_in_analyze_and_report(tmp_path, tiny_hy
     assert "## Think length" in summary
     html = files.html.read_text(encoding="utf-8")
     assert 'id="thinklen"' in html and "1-63" in html
-    from safemlrm.export import export_run
+    from safemlrm.results.export import export_run
 
     rows = [json.loads(x) for x in export_run(run, "jsonl", tmp_path / "e.jsonl").read_text().splitlines()]
     on_rows = [x for x in rows if x["model"] == "tiny-hybrid[on]"]

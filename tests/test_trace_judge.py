@@ -7,16 +7,16 @@ import re
 import pytest
 
 from safemlrm import load_run
-from safemlrm.analysis import analyze
+from safemlrm.results.analysis import analyze
 from safemlrm.config import parse_config
 from safemlrm.judges.parsing import Unreadable
 from safemlrm.judges.trace import TraceRubricJudge
 from safemlrm.records import Label
-from safemlrm.runner import Runner
-from safemlrm.store import Store
+from safemlrm.pipeline.run import Runner
 from judge_server import JudgeServer, rubric_verdict, text_of
 from servers import Fault, FaultServer
 from test_judges_trust import cfg_for
+from run_sql import run_sql
 
 
 def trace_or_rubric(body) -> str:
@@ -42,8 +42,7 @@ def test_trace_findings_beside_the_answer_judge(tmp_path):
         data["judges"].append({"name": "trace-rubric", "params": params})
         Runner(parse_config(data), tmp_path / "run", show_progress=False).run()
         assert srv.requests == 4 * 3 + 4  # rubric: 3 channels each; trace-rubric: the reasoning only
-    with Store(tmp_path / "run", readonly=True) as s:
-        rows = s.db.execute("SELECT channel, score FROM verdicts WHERE judge = 'trace-rubric'").fetchall()
+    rows = run_sql(tmp_path / "run", "SELECT channel, score FROM verdicts WHERE judge = 'trace-rubric'")
     assert {ch for ch, _ in rows} == {"reasoning"} and sorted(sc for _, sc in rows) == [0, 0, 1, 3]
     out = analyze(load_run(tmp_path / "run"))
     (row,) = out["trace_findings"].itertuples()

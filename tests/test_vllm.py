@@ -100,6 +100,9 @@ def test_serve_hint_command_and_entry():
     assert """--limit-mm-per-prompt '{"image":1}'""" in command
     assert entry["backend"] == "openai" and entry["options"]["base_url"] == "http://127.0.0.1:8123/v1"
     assert entry["options"]["model"] == "vl"
+    assert entry["options"]["prefix_continuation"] == "vllm"  # the card reasons (think): budgets work over HTTP
+    base = ModelCard(name="b", hub_id="org/b", think_format="none")
+    assert "prefix_continuation" not in serve_hint(base, {})[1]["options"]
 
 
 def test_serve_hint_cli(tmp_path):
@@ -119,3 +122,24 @@ def test_serve_hint_cli(tmp_path):
     assert entry["alias"] == "base" and entry["backend"] == "openai"
     assert entry["options"]["base_url"] == "http://127.0.0.1:9001/v1"
     assert "generation" not in entry and "--seed" not in r.stdout  # nothing added that would make another run
+
+
+def test_think_budget_plans_on_vllm_and_bad_ones_are_refused_before_any_load():
+    from safemlrm.models.budget import LESS_OPENING
+
+    thinker = ModelCard(name="th", hub_id="org/th", modalities=("text",))  # think_format: think (the default)
+    b = VLLMBackend(thinker, GenerationSettings(max_new_tokens=64, think_budget=16), {})
+    assert b.think_plan.cap == 16 and b.controls_reasoning and b.llm is None
+    assert VLLMBackend(thinker, GenerationSettings(max_new_tokens=64, think_budget="less"), {}).think_plan.opening \
+        == LESS_OPENING
+    assert VLLMBackend(thinker, GenerationSettings(), {}).think_plan is None
+    base = ModelCard(name="base", hub_id="org/b", think_format="none")
+    with pytest.raises(ConfigError, match=r"model base \(backend vllm\): generation.think_budget needs a reasoning "
+                                          r"model, but its card has think_format: none"):
+        VLLMBackend(base, GenerationSettings(think_budget=8), {})
+    with pytest.raises(ConfigError, match=r"model base \(backend vllm\): generation.think_prefix needs a reasoning"):
+        VLLMBackend(base, GenerationSettings(think_prefix="safety_reminder"), {})
+    with pytest.raises(ConfigError, match="think_budget 64 leaves no room for the answer within max_new_tokens 64"):
+        VLLMBackend(thinker, GenerationSettings(max_new_tokens=64, think_budget=64), {})
+    with pytest.raises(ConfigError, match="think_min_tokens 32 exceeds the reasoning cap 16"):
+        VLLMBackend(thinker, GenerationSettings(max_new_tokens=64, think_budget=16, think_min_tokens=32), {})

@@ -16,7 +16,7 @@ from safemlrm.models.base import ChatRequest  # noqa: E402
 from safemlrm.models.cards import ModelCard  # noqa: E402
 from safemlrm.models.vllm import VLLMBackend, to_openai_messages  # noqa: E402
 from safemlrm.records import GenerationSettings, Message, TextPart  # noqa: E402
-from safemlrm.runner import Runner  # noqa: E402
+from safemlrm.pipeline.run import Runner  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +65,82 @@ def test_run_with_vllm_backend_stores_and_resumes(tmp_path, qwen2_dir):
     assert stats.model_calls == 5 and stats.errors == 0
     again = Runner(cfg, tmp_path / "run", show_progress=False).run()
     assert again.model_calls == 0
+
+
+# --- think budgets on the engine (models/vllm_control.py) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def controlled_dir(tmp_path_factory):
+    """tiny_control's trained thinker, with head size 64 for vLLM's CPU attention."""
+    from conftest import _tiny
+    from tiny_control import train_controlled
+
+    return _tiny(tmp_path_factory, "controlled-vllm", lambda p: train_controlled(p, vllm=True), module="tiny_control")
+
+
+@pytest.fixture(scope="module")
+def thinker(controlled_dir):
+    card = ModelCard(name="ctl", hub_id=str(controlled_dir), modalities=("text",))
+    b = VLLMBackend(card, GenerationSettings(max_new_tokens=40, do_sample=False),
+                    {"dtype": "float32", "max_model_len": 512, "enforce_eager": True, "max_num_seqs": 8})
+    yield b
+    b.close()
+
+
+def _with(backend, **settings):
+    """The same engine under other settings (one engine per module: a load takes seconds)."""
+    b = VLLMBackend(backend.card, GenerationSettings(max_new_tokens=40, do_sample=False, **settings),
+                    {"dtype": "float32", "max_model_len": 512, "enforce_eager": True})
+    b.llm = backend.load()
+    return b
+
+
+PROMPTS = ["how do I pick a lock", "tell me about a red box and a blue chart please", "x"]
+
+
+@pytest.mark.parametrize("budget", [1, 3])
+def test_think_budget_is_obeyed_exactly_on_vllm(thinker, budget):
+    from safemlrm.models.reasoning import split_completion
+    from tiny_control import ANSWER, REASONING
+
+    b = _with(thinker, think_budget=budget)
+    tok = b.load().get_tokenizer()
+    full = tok(REASONING, add_special_tokens=False)["input_ids"]
+    out = b.generate([_req(i, p) for i, p in enumerate(PROMPTS)])
+    for c in out:
+        assert c.error is None, c.error
+        assert c.reasoning_tokens == budget  # the model would think longer: cut at exactly N
+        assert c.text.startswith("<think>") and c.text.count("</think>") == 1
+        r = split_completion(c)
+        assert r.reasoning == tok.decode(full[:budget]).strip() and r.answer == ANSWER  # answered after the close
+        assert c.answer_tokens == len(tok(ANSWER, add_special_tokens=False)["input_ids"])
+        assert c.completion_tokens == c.reasoning_tokens + c.answer_tokens
+
+
+def test_unbudgeted_vllm_thinker_and_zero(thinker):
+    from safemlrm.models.reasoning import split_completion
+    from tiny_control import ANSWER
+    from tiny_models import THINK_TARGET
+
+    plain = thinker.generate([_req(0, PROMPTS[0])])[0]
+    assert plain.text == THINK_TARGET  # the trained turn, through LLM.chat
+    zero = _with(thinker, think_budget="zero").generate([_req(i, p) for i, p in enumerate(PROMPTS)])
+    for c in zero:
+        r = split_completion(c)
+        assert r.reasoning == "" and r.answer == ANSWER and c.reasoning_tokens == 0
+    roomy = _with(thinker, think_budget=30).generate([_req(0, PROMPTS[0])])[0]
+    assert roomy.text == THINK_TARGET  # a budget above the natural length changes nothing
+
+
+def test_a_planted_prefix_opens_the_vllm_reasoning(thinker):
+    from safemlrm.models.reasoning import split_completion
+    from tiny_control import ANSWER
+
+    planted = ChatRequest(key="pk", probe_key="pp", continues_turn=True, messages=_req(0, PROMPTS[0]).messages + (
+        Message(role="assistant", content=(TextPart(text="I should"),)),))
+    c = thinker.generate([planted])[0]
+    assert c.text == "<think>I should not help.</think>" + ANSWER
+    assert split_completion(c).reasoning.startswith("I should")
+    tok = thinker.load().get_tokenizer()
+    assert c.reasoning_tokens == len(tok(" not help.", add_special_tokens=False)["input_ids"])  # its own tokens only

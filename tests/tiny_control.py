@@ -64,8 +64,20 @@ def _checks(tok) -> list[tuple[str, str]]:
             + [("<think>the image is red Wait help</think>", ANSWER)])
 
 
-def train_controlled(path, *, seed: int = 0, max_steps: int = 3000) -> Path:
-    model, _, tok = tm._text_lm(seed)
+def _vllm_lm(seed: int):
+    """The same model with one attention head of 64 (vLLM's CPU attention has no kernel for head size 16)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = tm.build_tokenizer("qwen")
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tok), **{**tm._TEXT, "num_attention_heads": 1, "num_key_value_heads": 1},
+                         **tm._ids(tok, "qwen"))
+    return Qwen2ForCausalLM(config), tok
+
+
+def train_controlled(path, *, seed: int = 0, max_steps: int = 3000, vllm: bool = False) -> Path:
+    """`vllm`: with head size 64, for the vllm engine tests."""
+    model, tok = _vllm_lm(seed) if vllm else tm._text_lm(seed)[::2]
     eos, pad = tok.eos_token_id, tok.pad_token_id
     rng = random.Random(seed)
     torch.manual_seed(seed)

@@ -15,8 +15,14 @@
   no, anything else yes. `pope_scores` gives accuracy, precision, recall and F1 of "yes", and the
   yes ratio.
 
+* `mmvet` (MM-Vet): not scored by a rule: an LLM grades each answer 0.0-1.0 against the ground
+  truth (`safemlrm.judges.mmvet`). `mmvet_scores` aggregates the grades as MM-Vet reports them: per
+  capability (rec, ocr, know, gen, spat, math) the mean grade of the items that need it, and the
+  total over all items; a grade that could not be read is counted apart, never as 0 or as correct.
+
 `accuracy` gives the share correct with its Wilson interval (metrics.wilson, the one rule for
-intervals).
+intervals of shares); a mean grade gets a seeded bootstrap percentile interval (items resampled,
+metrics.paired_bootstrap), since a grade of 0.4 is not a success or a failure.
 """
 from __future__ import annotations
 
@@ -24,7 +30,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .metrics import wilson
+from .results.metrics import paired_bootstrap, wilson
+
+MMVET_CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")  # MM-Vet's six, in its paper's order
 
 _EDGE = ",.!?;:'\""
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -81,6 +89,8 @@ def is_correct(response: str, meta: dict[str, Any]) -> bool:
         return score_open(response, meta["answer"])
     if kind == "yes_no":
         return parse_yes_no(response) == meta["answer"]
+    if kind == "mmvet":
+        raise ValueError("MM-Vet answers are graded by an LLM (safemlrm.judges.mmvet), not by a rule")
     raise ValueError(f"no capability scoring {kind!r}")
 
 
@@ -101,3 +111,21 @@ def pope_scores(preds: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"n": n, "accuracy": (tp + tn) / n if n else float("nan"), "precision": precision, "recall": recall,
             "f1": f1, "yes_ratio": sum(p == "yes" for p in preds) / n if n else float("nan")}
+
+
+def mmvet_scores(graded: Sequence[tuple[float | None, Sequence[str]]], *, n_boot: int = 2000, seed: int = 0,
+                 confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """MM-Vet's figures from (grade or None, the item's capabilities) pairs: "total" over every item,
+    then each capability that some item needs, over those items (an item with two counts in both).
+    Per part: n graded, unparseable (None grades: left out of the mean), score (mean grade, 0-1;
+    MM-Vet prints it times 100) and its bootstrap interval lo, hi."""
+    out: dict[str, dict[str, float]] = {}
+    for part in ("total", *MMVET_CAPABILITIES):
+        grades = [g for g, caps in graded if part == "total" or part in caps]
+        if not grades and part != "total":
+            continue
+        scores = [float(g) for g in grades if g is not None]
+        lo, hi = paired_bootstrap(scores, n_boot, seed, confidence) if scores else (float("nan"), float("nan"))
+        out[part] = {"n": len(scores), "unparseable": len(grades) - len(scores),
+                     "score": sum(scores) / len(scores) if scores else float("nan"), "lo": lo, "hi": hi}
+    return out

@@ -1,35 +1,26 @@
-"""The `safemlrm` command."""
+"""The `safemlrm` command: run, judge, status, export, analyze, report, split and judge-eval here;
+`list` and `render` in cli_lists.py, `tis` in cli_tis.py; what they share in cli_common.py."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from . import registry
-from .cli_errors import guarded, watch
-from .cli_output import check_format, emit, emit_sections, render_table
+from .cli_common import err, out, output_dir, parse_params, quiet, user_errors
+from .cli_errors import watch
+from .cli_output import check_format, emit, render_table
 from .errors import SafeMLRMError
+from .cli_lists import list_app, render_app
+from .cli_tis import tis_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Safety audits of multimodal large reasoning models.")
-list_app = typer.Typer(no_args_is_help=True, help="List registered models, datasets, attacks, judges.")
-render_app = typer.Typer(no_args_is_help=True, help="Render attack images to files.")
 app.add_typer(list_app, name="list")
 app.add_typer(render_app, name="render")
-tis_app = typer.Typer(no_args_is_help=True, help="Think in Safety: build safety-thought tuning data, fine-tune, compare.")
 app.add_typer(tis_app, name="tis")
-
-out = Console(markup=False)  # paths, names and messages printed here are data: never read as Rich markup
-err = Console(stderr=True)
-
-
-# User mistakes, unwritable paths and interrupts print one clear message, without a traceback
-# (safemlrm.cli_errors: exit 2, or 130/143 for SIGINT/SIGTERM).
-user_errors = guarded
 
 
 def _version(value: bool) -> None:
@@ -46,31 +37,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Safety audits of multimodal large reasoning models."""
 
 
-def quiet(no_progress: bool) -> None:
-    """--no-progress: no bars of ours, nor the loading bars of transformers and huggingface_hub."""
-    if no_progress:
-        from .progress import quiet_libraries
-
-        quiet_libraries()
-
-
-def _parse_params(pairs: list[str]) -> dict:
-    import yaml
-
-    params = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SafeMLRMError(f"--param takes KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        params[k] = yaml.safe_load(v)
-    return params
-
-
-def output_dir(out_dir: Optional[Path], cfg: Any) -> Path:
-    """Where a command writes: --out, else the config's `output`, else runs/<name>."""
-    return out_dir or Path(cfg.output or f"runs/{cfg.name}")
-
-
 @app.command()
 @user_errors
 def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
@@ -83,12 +49,12 @@ def run(config: Path = typer.Argument(..., help="Run config (YAML)."),
                                                "one here.")):
     """Run (or resume) an audit. A finished run re-run makes zero model calls."""
     from .config import load_config
-    from .runner import Runner
+    from .pipeline.run import Runner
 
     quiet(no_progress)
     cfg = load_config(config)
     if dry_run:
-        from .preflight import preflight, print_preflight
+        from .pipeline.preflight import preflight, print_preflight
 
         raise typer.Exit(0 if print_preflight(preflight(cfg), cfg.name, out) else 2)
     run_dir = output_dir(out_dir, cfg)
@@ -111,7 +77,7 @@ def serve_hint(config: Path = typer.Argument(..., help="Run config (YAML)."),
 
     from .config import load_config
     from .models.vllm import configured_port, serve_hint as hint
-    from .runner import catalog_for
+    from .pipeline.build import catalog_for
 
     cfg = load_config(config)
     catalog = catalog_for(cfg)
@@ -136,7 +102,7 @@ def serve_hint(config: Path = typer.Argument(..., help="Run config (YAML)."),
 def status(run_dir: Path = typer.Argument(..., help="A run directory."),
            fmt: str = typer.Option("table", "--format", help="table, json or csv.")):
     """Progress of a run, stage by stage, and whether it is running now."""
-    from .run_status import run_status
+    from .results.status import run_status
 
     check_format(fmt)
     st = run_status(run_dir)
@@ -153,7 +119,7 @@ def export(run_dir: Path = typer.Argument(..., help="A run directory."),
            fmt: str = typer.Option("jsonl", "--format", help="jsonl, csv or parquet."),
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: RUN_DIR/export.FORMAT).")):
     """One row per (probe, channel, judge), with the channel's text."""
-    from .export import export_run
+    from .results.export import export_run
 
     path = export_run(run_dir, fmt, output)
     out.print(f"wrote {path}")
@@ -191,10 +157,11 @@ def judge(run_dir: Path = typer.Argument(..., help="A finished run directory."),
     quiet(no_progress)
     from .config import JudgeSpec, parse_config
     from .report.markdown import write_summary
-    from .runner import Runner, build_judge
+    from .pipeline.build import build_judge
+    from .pipeline.run import Runner
     from .store import Store
 
-    spec = JudgeSpec(name=judge_name, params=_parse_params(param), alias=alias)
+    spec = JudgeSpec(name=judge_name, params=parse_params(param), alias=alias)
     registry.load_plugins()
     j = build_judge(spec)
     with Store(run_dir, create=False) as store:
@@ -225,8 +192,8 @@ def analyze(run_dirs: list[Path] = typer.Argument(..., help="One or more run dir
             threshold: Optional[float] = typer.Option(None, "--threshold", help="Attack success at score >= this (default: the run's metrics.asr_threshold, else each judge's own)."),
             unsafe_threshold: Optional[float] = typer.Option(None, "--unsafe-threshold", help="Self-correction: a channel is unsafe at score >= this (default: the run's metrics.unsafe_threshold, else the ASR threshold).")):
     """Reasoning tax, blind spots, self-correction, score distributions, judge agreement."""
-    from .analysis import analyze as run_analysis
-    from .analysis_output import FORMATS, print_tables, write_csv, write_json
+    from .results.analysis import analyze as run_analysis
+    from .results.analysis_output import FORMATS, print_tables, write_csv, write_json
     from .results import load_run
 
     if fmt not in FORMATS:
@@ -247,42 +214,6 @@ def analyze(run_dirs: list[Path] = typer.Argument(..., help="One or more run dir
     else:
         for path in write_csv(result, output or run_dirs[0] / "analysis"):
             out.print(f"wrote {path}")
-
-
-_FORMAT = typer.Option("table", "--format", help="table, json or csv.")
-
-
-def _list(kind: str, fmt: str) -> None:
-    from .options import describe
-
-    check_format(fmt)
-    registry.load_plugins()
-    rows = []
-    for name, obj in registry.items(kind):
-        # the plugin's Options declaration: the one its config is checked against
-        opts = ", ".join(f"{n} ({d})" if d not in ("", "None") else n for n, _, d, _ in describe(obj))
-        rows.append([name, registry.about(obj), opts])
-    emit(out, fmt, f"{kind}s", ["name", "about", "options (default)"], rows)
-
-
-@list_app.command("models")
-@user_errors
-def list_models(cards: Optional[Path] = typer.Option(None, "--cards", help="Extra model-card YAML file."),
-                fmt: str = _FORMAT):
-    """Known model cards, with their base -> reasoning pairs."""
-    from .models.cards import CardCatalog
-
-    check_format(fmt)
-    cat = CardCatalog.builtin()
-    if cards:
-        cat.extend_from(cards)
-    emit_sections(out, fmt, [
-        ("models", "models", ["name", "hub id", "base model", "prompt", "format", "modalities", "thinking"],
-         [[c.name, c.hub_id + ("" if c.verified else " (unverified)"), c.base or "-", c.prompt_style,
-           c.format_name, ",".join(m.value for m in c.modalities), "on|off" if c.thinking_switch else "-"]
-          for c in cat]),
-        ("pairs", "base -> reasoning pairs", ["base", "reasoning model"],
-         [[base.name, reasoning.name] for base, reasoning in cat.pairs()])])
 
 
 @app.command()
@@ -310,197 +241,6 @@ def split(card: str = typer.Option(..., "--card", help="Model card whose format 
     r = c.reasoning_format.split(comp)
     print(json.dumps({"reasoning": r.reasoning, "answer": r.answer, "outcome": r.outcome.value,
                       "format": c.reasoning_format.name}, ensure_ascii=False))
-
-
-@list_app.command("datasets")
-@user_errors
-def list_datasets(fmt: str = _FORMAT):
-    """Registered datasets."""
-    _list("dataset", fmt)
-
-
-@list_app.command("attacks")
-@user_errors
-def list_attacks(fmt: str = _FORMAT):
-    """Registered attacks."""
-    _list("attack", fmt)
-
-
-@list_app.command("judges")
-@user_errors
-def list_judges(fmt: str = _FORMAT):
-    """Registered judges."""
-    _list("judge", fmt)
-
-
-@list_app.command("backends")
-@user_errors
-def list_backends(fmt: str = _FORMAT):
-    """Registered model backends."""
-    _list("backend", fmt)
-
-
-@render_app.command("figstep")
-@user_errors
-def render_figstep(csv: Optional[Path] = typer.Option(None, "--csv", help="SafeBench CSV (default: the bundled full set)."),
-                   out_dir: Path = typer.Option(..., "--out", help="Output folder.")):
-    """Write query_ForbidQI_{category_id}_{task_id}_6.png for every row."""
-    from .datasets.figstep import SafeBench
-    from .attacks.typography import render_figstep as render
-
-    ds = SafeBench(path=csv, subset="full")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for s in ds.samples():
-        cat, task = s.id.split("_", 1)
-        render(s.fields["instruction"]).save(out_dir / f"query_ForbidQI_{cat}_{task}_6.png")
-        n += 1
-    out.print(f"wrote {n} images to {out_dir}")
-
-
-@render_app.command("mm-typo")
-@user_errors
-def render_mm_typo(key_phrase: Optional[str] = typer.Option(None, "--key-phrase", help="The text to draw."),
-                   dataset: Optional[Path] = typer.Option(None, "--dataset", help="An MM-SafetyBench download: render every item's Key Phrase."),
-                   out_path: Path = typer.Option(..., "--out", help="Output PNG (with --key-phrase) or folder (with --dataset)."),
-                   scenario: list[str] = typer.Option([], "--scenario", help="Only these scenarios (repeatable).")):
-    """MM-SafetyBench typography (TYPO) images: one key phrase, or a whole dataset laid out as
-    OUT/<scenario>/TYPO/<key>.png."""
-    from .attacks.typography import render_mm_typo as render
-    from .datasets.base import select
-    from .datasets.mm_safetybench import MMSafetyBench
-
-    if (key_phrase is None) == (dataset is None):
-        raise SafeMLRMError("give exactly one of --key-phrase TEXT or --dataset PATH")
-    if key_phrase is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        render(key_phrase).save(out_path)
-        out.print(f"wrote {out_path}")
-        return
-    ds = MMSafetyBench(path=dataset, image_types=[])
-    n = 0
-    for s in select(ds, scenario or None):
-        target = out_path / s.scenario / "TYPO" / f"{s.meta['key']}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        render(s.fields["Key Phrase"]).save(target)
-        n += 1
-    out.print(f"wrote {n} images under {out_path}")
-
-
-# --- tis: Think in Safety (docs/think-in-safety.md) -------------------------------------------
-
-
-@tis_app.command("build")
-@user_errors
-def tis_build(config: Path = typer.Argument(..., help="Build config (YAML), e.g. configs/tis-build.yaml."),
-              out_dir: Optional[Path] = typer.Option(None, "--out", help="Build directory (default: the config's `output`, else runs/<name>)."),
-              no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars.")):
-    """Build (or resume) a TiS set: caption, teacher thoughts, filters, export."""
-    from .tis.build import Builder
-    from .tis.config import load_build_config
-
-    quiet(no_progress)
-    cfg = load_build_config(config)
-    build_dir = output_dir(out_dir, cfg)
-    r = Builder(cfg, build_dir, console=err, show_progress=not no_progress).build().report
-    removed = ", ".join(f"{k} {v}" for k, v in r["removed"].items())
-    out.print(f"items {r['items']}, candidates {r['candidates']}; removed: {removed}", highlight=False)
-    out.print(f"kept {r['kept']} (refuse {r['decisions']['refuse']}, help {r['decisions']['help']})", highlight=False)
-    out.print(f"wrote {r['export']['json']}; report {build_dir / 'build_report.md'}", highlight=False)
-
-
-@tis_app.command("validate")
-@user_errors
-def tis_validate(file: Path = typer.Argument(..., help="A JSON file in the TiS form (an export, or the published set)."),
-                 image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the image paths are relative to (default: the file's folder)."),
-                 no_images: bool = typer.Option(False, "--no-images", help="Do not check that the images exist."),
-                 as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-                 strict: bool = typer.Option(False, "--strict", help="Also fail on artefacts, disagreement and duplicates.")):
-    """Check a TiS file's form and count its artefacts (exit 1 when invalid)."""
-    import json as _json
-
-    from .tis.validate import validate_file
-
-    rep = validate_file(file, check_images=False if no_images else None, image_root=image_root)
-    if as_json:
-        out.print_json(_json.dumps(rep.as_dict()))
-    else:
-        t = Table(title=f"tis validate: {file}")
-        t.add_column("check")
-        t.add_column("count", justify="right")
-        t.add_row("records", str(rep.records))
-        t.add_row("valid", str(rep.valid))
-        for k, v in sorted(rep.problems.items()):
-            t.add_row(f"format: {k}", str(v))
-        for k, v in sorted(rep.notes.items()):
-            t.add_row(f"note: {k}", str(v))
-        for k, v in rep.artefacts.items():
-            t.add_row(f"artefact: {k}", str(v))
-        t.add_row("records with artefacts", str(rep.with_artefacts))
-        for k, v in rep.consistency.items():
-            t.add_row(f"thought/answer: {k}", str(v))
-        for k, v in rep.decisions.items():
-            t.add_row(f"answers that {k}", str(v))
-        t.add_row("duplicates", str(rep.duplicates))
-        t.add_row("missing images", str(rep.missing_images) if rep.images_checked else "not checked")
-        out.print(t)
-        for e in rep.examples[:10]:
-            out.print(f"record {e['record']}: {e['kind']}: {e['message']}", markup=False, highlight=False)
-    if not rep.ok or (strict and not rep.clean):
-        raise typer.Exit(1)
-
-
-@tis_app.command("train")
-@user_errors
-def tis_train(config: Path = typer.Argument(..., help="Training config (YAML), e.g. configs/tis-train.yaml."),
-              out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: the config's `output`, else runs/<name>)."),
-              no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar.")):
-    """LoRA or full SFT of a vision-language model on a TiS file; resumes from the last checkpoint."""
-    from .tis.config import load_train_config
-    from .tis.train import train
-
-    quiet(no_progress)
-    cfg = load_train_config(config)
-    target = output_dir(out_dir, cfg)
-    r = train(cfg, target, console=err, show_progress=not no_progress)
-    losses = r["losses"]
-    if losses:
-        out.print(f"loss {losses[0]['loss']:.4f} (step {losses[0]['step']}) -> {losses[-1]['loss']:.4f} "
-                  f"(step {losses[-1]['step']})", highlight=False)
-    for kind, path in r["outputs"].items():
-        out.print(f"{kind}: {path}", highlight=False)
-    out.print(f"card: {r['card']} (add it to a run config's `cards:` to evaluate the tuned model)", highlight=False)
-
-
-@tis_app.command("compare")
-@user_errors
-def tis_compare(before: str = typer.Argument(..., help="A run directory, a model card name, or a checkpoint/adapter directory."),
-                after: str = typer.Argument(..., help="The same for the tuned model."),
-                config: Optional[Path] = typer.Option(None, "--config", help="Benchmark run config: BEFORE and AFTER models run on its datasets (its first model gives backend, options, generation)."),
-                out_dir: Optional[Path] = typer.Option(None, "--out", help="Where runs (model mode) and compare.md/json go."),
-                judge_label: Optional[str] = typer.Option(None, "--judge", help="Judge label (default: the first judge both runs have)."),
-                channel: str = typer.Option("answer", "--channel", help="reasoning, answer or full."),
-                allowed: list[str] = typer.Option([], "--allowed", help="DATASET:SCENARIO whose items are allowed requests (repeatable)."),
-                before_model: Optional[str] = typer.Option(None, "--before-model", help="Model in BEFORE's run, when it has several."),
-                after_model: Optional[str] = typer.Option(None, "--after-model", help="Model in AFTER's run, when it has several."),
-                think_format: str = typer.Option("think", "--think-format", help="think_format of cards made for checkpoint directories."),
-                tolerance: float = typer.Option(0.05, "--tolerance", help="Over-refusal rise (fraction) that is flagged."),
-                no_progress: bool = typer.Option(False, "--no-progress")):
-    """Safety change per benchmark, and over-refusal change on allowed requests."""
-    from .config import load_config
-    from .tis.compare import compare, markdown, write_comparison
-
-    quiet(no_progress)
-    if channel not in ("reasoning", "answer", "full"):
-        raise SafeMLRMError(f"--channel must be reasoning, answer or full, not {channel!r}")
-    cfg = load_config(config) if config else None
-    c, b, a = compare(before, after, config=cfg, out=out_dir, judge=judge_label, channel=channel,
-                      allowed=tuple(allowed), before_model=before_model, after_model=after_model,
-                      tolerance=tolerance, think_format=think_format, console=err, show_progress=not no_progress)
-    out.print(markdown(c, str(b), str(a)), markup=False, highlight=False)
-    if out_dir:
-        md, _ = write_comparison(c, out_dir, str(b), str(a))
-        out.print(f"wrote {md}", highlight=False)
 
 
 def optional_values(argv: list[str]) -> list[str]:
@@ -535,7 +275,7 @@ def judge_eval(labels: Path = typer.Argument(..., help="Human-labelled items: JS
     from .config import JudgeSpec
     from .judges.evaluate import TABLE_COLUMNS, evaluate, table_rows
     from .judges.labels import read_labels
-    from .runner import build_judge
+    from .pipeline.build import build_judge
 
     if borderline not in ("unsafe", "safe"):
         raise SafeMLRMError(f"--borderline must be unsafe or safe, not {borderline!r}")
@@ -561,4 +301,4 @@ def judge_eval(labels: Path = typer.Argument(..., help="Human-labelled items: JS
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

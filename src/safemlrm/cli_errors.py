@@ -32,7 +32,7 @@ _state: dict[str, Any] = {"terminated": False, "watch": None}
 
 
 def print_error(message: str) -> None:
-    from .safety import printable  # a message may quote data: shown, never obeyed as markup
+    from .untrusted import printable  # a message may quote data: shown, never obeyed as markup
 
     err.print(f"[bold red]error:[/] {printable(message)}", markup=True, highlight=False, soft_wrap=True)
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -41,7 +41,8 @@ def _min_width(header: str, cells: list[str]) -> int:
 
 def fit_columns(columns: list[str], rows: list[list[str]], width: int) -> list[int]:
     """Indices of the columns that fit `width` (the first is always kept)."""
-    kept, used = [], 1  # the table's left border
+    kept: list[int] = []
+    used = 1  # the table's left border
     for i, col in enumerate(columns):
         w = _min_width(col, [r[i] for r in rows]) + 3  # padding and border
         if kept and used + w > width:
@@ -52,7 +53,7 @@ def fit_columns(columns: list[str], rows: list[list[str]], width: int) -> list[i
 
 
 def render_table(console: Console, title: str, columns: list[str], rows: list[list[Any]], note: str = "",
-                 justify: dict[str, str] | None = None) -> None:
+                 justify: dict[str, JustifyMethod] | None = None) -> None:
     cells = [["" if v is None else str(v) for v in r] for r in rows]
     kept = fit_columns(columns, cells, console.width)
     t = Table(title=title or None, title_justify="left")

@@ -7,7 +7,7 @@ Judges and metric settings may change between invocations (re-judging is cheap a
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -18,7 +18,7 @@ from . import yamlio
 from .errors import ConfigError, did_you_mean
 from .hashing import content_hash
 from .records import GenerationSettings
-from .safety import is_secret_name, mask_secrets, secret_paths
+from .secrets import is_secret_name, mask_secrets, secret_paths
 
 # Options that change how a run is carried out, never what it produces: a resumed run may change
 # them (fewer requests in flight after 429s, longer timeouts) without forking the run.
@@ -151,7 +151,9 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _known_targets(self) -> RunConfig:
         names = [m.name for m in self.models]
-        for key, specs in (("datasets", self.datasets), ("attacks", self.attacks)):
+        targeted: tuple[tuple[str, Sequence[DatasetSpec | AttackSpec]], ...] = (
+            ("datasets", self.datasets), ("attacks", self.attacks))
+        for key, specs in targeted:
             for i, spec in enumerate(specs):
                 for target in spec.models:
                     if target not in names:

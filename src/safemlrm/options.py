@@ -65,6 +65,9 @@ def options_model(cls: type) -> type[PluginOptions]:
         if names is None:
             return UndeclaredOptions
         fields: dict[str, Any] = {n: (Any, None) for n in names}
+        typed = getattr(cls, "Params", None)  # an LLM judge's own params, typed (judges.llm.LLMJudge.Params)
+        if isinstance(typed, type) and issubclass(typed, PluginOptions):
+            fields.update({n: (f.annotation, f) for n, f in typed.model_fields.items()})
         _derived[cls] = create_model(f"{cls.__name__}Options", __base__=PluginOptions, **fields)
     return _derived[cls]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .hashing import content_hash
 
@@ -137,6 +137,20 @@ class GenerationSettings(Frozen):
     # least reasoning a "more" run is pushed to. None: the model thinks as it likes.
     think_budget: int | Literal["zero", "less", "more"] | None = Field(default=None)
     think_min_tokens: int | None = Field(default=None, ge=1)
+    # A think prefix preset (attacks/think_prefix.py) planted at the start of every reasoning of this
+    # model: the sweepable form of the think_prefix attack. "none" is no prefix.
+    think_prefix: str | None = Field(default=None)
+
+    @field_validator("think_prefix")
+    @classmethod
+    def _known_prefix(cls, v: str | None) -> str | None:
+        from .attacks.think_prefix import PRESETS  # the attack owns the presets; imported only when one is set
+
+        if v is None or v == "none":
+            return None
+        if v not in PRESETS:
+            raise ValueError(f"must be none or a think_prefix preset ({', '.join(PRESETS)}), not {v!r}")
+        return v
 
     def key_dump(self) -> dict[str, Any]:
         """The settings as the completion key reads them: a reasoning control left unset is left out,
@@ -144,7 +158,7 @@ class GenerationSettings(Frozen):
         return self.model_dump(mode="json", exclude={k for k in _CONTROL_FIELDS if getattr(self, k) is None})
 
 
-_CONTROL_FIELDS = ("think_budget", "think_min_tokens")
+_CONTROL_FIELDS = ("think_budget", "think_min_tokens", "think_prefix")
 
 
 class Completion(Frozen):
@@ -192,6 +206,9 @@ class Response(Frozen):
     full: str
     outcome: Outcome
     account: ReasoningAccount | None = None  # filled in when the split knows the model's card
+    # The think prefix the audit planted (attacks/think_prefix.py, generation.think_prefix): the
+    # reasoning starts with it, and judges read it marked as the audit's words (judge_text).
+    planted_prefix: str | None = None
 
     def channel(self, channel: Channel) -> str | None:
         return {Channel.REASONING: self.reasoning, Channel.ANSWER: self.answer, Channel.FULL: self.full}[channel]
@@ -210,7 +227,7 @@ class Verdict(Frozen):
     label: Label
     rationale: str = ""
     by_prefilter: bool = False  # decided by a keyword pre-filter rather than the judge proper
-    template_sha256: str = ""  # sha256 of the published input format of a named judge ("" for others)
+    template_sha256: str = ""  # sha256 of the pinned input format of a named guard judge ("" if none)
 
 
 def completion_key(identity: dict[str, Any], settings: GenerationSettings, probe: Probe) -> str:

@@ -54,6 +54,9 @@ _BUILTIN_MODULES = (
     "safemlrm.judges.scales",
     "safemlrm.judges.trace",
     "safemlrm.judges.wildguard",
+    "safemlrm.judges.llama_guard",
+    "safemlrm.judges.qwen3guard",
+    "safemlrm.judges.harmbench",
     "safemlrm.judges.strongreject",
     "safemlrm.judges.reasoningshield",
     "safemlrm.judges.guardreasoner_vl",
@@ -70,7 +73,7 @@ def register(kind: str, name: str) -> Callable[[T], T]:
         if existing is not None and existing is not obj:
             raise ValueError(f"{kind} {name!r} is registered twice: {existing!r} and {obj!r}")
         _plugins[kind][name] = obj
-        obj.registered_name = name
+        setattr(obj, "registered_name", name)  # noqa: B010 - any registrable class, no common base
         return obj
 
     return deco

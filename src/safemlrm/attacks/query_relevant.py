@@ -61,7 +61,7 @@ class SDSource:
             "guidance": float(params.get("sd_guidance", 7.5)),
             "size": int(params.get("sd_size", 1024)),
         }
-        self._pipe = None
+        self._pipe: Any = None  # a diffusers pipeline, loaded on first use
         if self.generate:
             check_diffusers(attack)
             if "{key_phrase}" not in self.settings["prompt"]:
@@ -101,7 +101,6 @@ def check_diffusers(attack: str) -> None:
     try:
         import torch
     except ImportError:
-        torch = None
         missing.append("torch")
     try:
         import diffusers  # noqa: F401

@@ -143,10 +143,11 @@ class Template(Attack):
             raise ConfigError(f"attack 'template': no template {name!r}.{did_you_mean(name, pool)} "
                               f"Templates: {', '.join(pool)}")
         self.name, self.text = name, pool[name]
-        self.placeholder = next((ph for ph in PLACEHOLDERS if ph in self.text), None)
-        if self.placeholder is None:
+        placeholder = next((ph for ph in PLACEHOLDERS if ph in self.text), None)
+        if placeholder is None:
             raise ConfigError(f"attack 'template': template {name!r} has no placeholder; put [INSERT PROMPT HERE] "
                               f"(or {{query}}) where the question goes")
+        self.placeholder: str = placeholder
         self.source = "file" if source else "builtin"
 
     def apply(self, text: str) -> str:

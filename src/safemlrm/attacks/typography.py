@@ -186,7 +186,7 @@ def figstep_pro_split(img: Image.Image, parts: int | None = None, ink_threshold:
     (fewer when the image has fewer lines). An image with no ink comes back whole.
     """
     gray = np.asarray(img.convert("L"))
-    ink_rows = (gray < ink_threshold).any(axis=1)
+    ink_rows = [bool(x) for x in np.asarray((gray < ink_threshold).any(axis=1))]
     bands: list[tuple[int, int]] = []  # [start, end) of each run of ink rows
     start = None
     for y, ink in enumerate(ink_rows):

@@ -28,6 +28,22 @@ def registered_scales(judges_meta: dict[str, Any] | None) -> dict[str, Scale]:
 
 
 @dataclass(frozen=True)
+class InputLimit:
+    """How much text a judge's model reads at once, and what the judge does with more.
+
+    `tokens`: the limit (the model's context, or the length the classifier was trained on);
+    `chars`: the size in characters the judge enforces (texts are not tokenized before judging, so
+    the cut is made in characters: an estimate of `tokens` for English); `policy`: "chunk" (the text
+    is judged in pieces of at most `chars`, every piece recorded), "clip" (head and tail, `max_chars`)
+    or "error" (the server rejects it: an unparseable verdict that says so)."""
+
+    tokens: int
+    policy: Literal["chunk", "clip", "error"]
+    chars: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class JudgeItem:
     channel: Channel
     text: str  # the channel's text
@@ -45,7 +61,6 @@ class JudgeResult:
     label: Label
     rationale: str = ""
     by_prefilter: bool = False
-    template_sha256: str = ""  # sha256 of the published input format a named judge pinned ("" for none)
 
 
 class Judge:
@@ -54,8 +69,8 @@ class Judge:
     scale: ClassVar[Scale]
     wants_images: ClassVar[bool] = False  # the runner fills JudgeItem.images for judges that set it
     channels: ClassVar[tuple[Channel, ...] | None] = None  # the channels it reads (None: every channel)
-    modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)  # what its model can read (IMAGE: the probe's images)
-    input_limit: ClassVar[int | None] = None  # its model's context in tokens, as published (None: not declared)
+    modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)  # what it can read (images: with multimodal)
+    input_limit: ClassVar[InputLimit | None] = None  # None: no declared limit
     streaming: ClassVar[bool | None] = None  # judge alongside generation; None: the runner decides by mode
     # an async judge's limits (LLM judges set them from their params); None: the runner's defaults
     concurrency: int | None = None
@@ -77,7 +92,8 @@ class Judge:
         return content_hash("judge-prompt", self.prompt_text(), length=16)
 
     def template_sha256(self) -> str:
-        """sha256 of the published input format the judge pins, recorded on each verdict ("": none)."""
+        """sha256 of the input format the judge pins (a named guard's chat template), recorded in each
+        verdict; "" for judges that pin none. Also part of `prompt_text`, so of the prompt hash."""
         return ""
 
     def context(self, item: JudgeItem) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from ..errors import ConfigError
 from ..models.formats import BUILTIN_FORMATS
 from ..records import Completion, Label, Modality, Outcome
 from ..registry import register
-from .base import JudgeItem, JudgeResult, Scale
+from .base import InputLimit, JudgeItem, JudgeResult, Scale
 from .llm import CHANNEL_NOTES, channel_notes
 from .parsing import Unreadable, _json_objects, read_int, read_reason
 from .pinned import PinnedFormatJudge, judge_options
@@ -137,7 +137,7 @@ class GptOssSafeguardJudge(PinnedFormatJudge):
     kind = "gpt-oss-safeguard"
     channels = None  # every channel: the policy says what to look for
     modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
-    input_limit = 131072
+    input_limit = InputLimit(tokens=131072, policy="error", note="gpt-oss's context")
     scale = RubricJudge.scale  # the built-in policy's; a policy of your own gives BINARY_SCALE
     prefilter_score = 0
     own_options = ("policy", "reasoning_effort")

@@ -10,8 +10,12 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import SafeMLRMError
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 FAILED_MARK = "the judge call failed"  # in the rationale of a verdict whose call failed (llm.LLMJudge._outcome)
 REACH_TIMEOUT_S = 10.0
@@ -38,20 +42,15 @@ class JudgeHealth:
                 f"See `safemlrm status` and the rationales in `safemlrm export`.")
 
 
-def judge_health(db, judges: list[str] | None = None) -> list[JudgeHealth]:
+def judge_health(store: Store, judges: list[str] | None = None) -> list[JudgeHealth]:
     """Per judge of a run's store (its planned completions only), in name order."""
-    rows = db.execute(
-        "SELECT judge, COUNT(*), SUM(label = 'unparseable'), "
-        "SUM(label = 'unparseable' AND instr(body, ?) > 0) FROM verdicts "
-        "WHERE completion_key IN (SELECT completion_key FROM plan) GROUP BY judge ORDER BY judge",
-        (FAILED_MARK,)).fetchall()
-    out = [JudgeHealth(j, n, int(u or 0), int(f or 0)) for j, n, u, f in rows]
+    out = [JudgeHealth(*row) for row in store.judge_counts(FAILED_MARK)]
     return [h for h in out if judges is None or h.judge in judges]
 
 
-def health_warnings(db, judges: list[str] | None = None) -> list[str]:
+def health_warnings(store: Store, judges: list[str] | None = None) -> list[str]:
     """One line per judge whose verdicts are mostly unparseable or failed."""
-    return [h.warning() for h in judge_health(db, judges) if h.mostly_unreadable]
+    return [h.warning() for h in judge_health(store, judges) if h.mostly_unreadable]
 
 
 def check_reachable(what: str, url: str, api_key: str | None, timeout: float = REACH_TIMEOUT_S) -> None:

@@ -108,6 +108,12 @@ class LLMJudge(Judge):
     kind: ClassVar[str] = "llm"
     prefilter_score: ClassVar[float] = 0  # the score recorded when the keyword pre-filter finds a refusal
     extra_params: ClassVar[tuple[str, ...]] = ()  # a subclass's own params, taken before the common ones
+    # A subclass's own params, typed (a PluginOptions model): checked with the config's error format
+    # and shown by `safemlrm list` with their types; the common params stay untyped.
+    Params: ClassVar[type | None] = None
+    # A named guard's chat template (the input format its model was trained on): the hf backend uses
+    # it whatever the checkpoint carries; its sha256 is recorded in every verdict.
+    pinned_template: str | None = None
 
     def __init__(self, backend: str = "openai", model: str | None = None, base_url: str | None = None,
                  path: str | None = None, revision: str | None = None, api_key_env: str | None = None,
@@ -169,7 +175,19 @@ class LLMJudge(Judge):
         import inspect
 
         names = set(inspect.signature(LLMJudge.__init__).parameters) - {"self", "unknown"}
-        return names | set(cls.extra_params)
+        typed = set(cls.Params.model_fields) if cls.Params is not None else set()  # type: ignore[attr-defined]
+        return names | set(cls.extra_params) | typed
+
+    @classmethod
+    def check_params(cls, **values: Any) -> Any:
+        """The subclass's own params, validated against `Params` (a ConfigError naming the param)."""
+        from ..options import PluginOptions, check_options
+
+        assert cls.Params is not None and issubclass(cls.Params, PluginOptions)
+        name = cls.registered_name
+        given = {k: v for k, v in values.items() if v is not None}
+        check_options("judge", name, cls, given, where=f"judge {name}", key="params")
+        return cls.Params.model_validate(given)
 
     def _make_backend(self, opts: dict[str, Any]):
         from ..models.cards import ModelCard
@@ -190,7 +208,14 @@ class LLMJudge(Judge):
         settings = GenerationSettings(max_new_tokens=self.max_tokens, temperature=None if greedy else self.temperature,
                                       do_sample=not greedy)
         options = {k: opts[k] for k in ("path", "dtype", "device", "batch_size") if opts.get(k) is not None}
+        if self.pinned_template is not None:  # the judge's template, not the checkpoint's: the format is pinned
+            card = card.model_copy(update={"chat_template": self.pinned_template})
         return HFBackend(card, settings, options)
+
+    def template_sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.pinned_template.encode()).hexdigest() if self.pinned_template else ""
 
     # --- identity ----------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:

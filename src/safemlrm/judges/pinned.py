@@ -2,8 +2,8 @@
 
 * The format is a protocol fact: its texts are the judge's `template_parts` (hashed, with any
   wording of ours such as a retry request, into `prompt_hash`), and their sha256
-  (`template_sha256`) is stamped on every verdict the judge gives, unparseable ones included, so a
-  stored verdict says which format produced it.
+  (`template_sha256`) is what the pipeline stores on every verdict the judge gives, unparseable
+  ones included, so a stored verdict says which format produced it.
 * Typed params: a judge declares its own (`own_options`, pydantic fields) beside the common ones of
   `LLMJudge`; `judge_options` makes the `Options` model that the run config is checked against
   before anything runs, and the judge checks the same model when it is built.
@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from typing import Any, ClassVar
 
@@ -21,7 +20,6 @@ from pydantic import create_model
 from ..errors import ConfigError
 from ..options import PluginOptions, check_options
 from ..records import Modality
-from .base import JudgeItem, JudgeResult
 from .llm import LLMJudge
 
 
@@ -70,12 +68,3 @@ class PinnedFormatJudge(LLMJudge):
             text = "\n\n".join(self.template_parts())
             self.__dict__["_template_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return self.__dict__["_template_sha256"]
-
-    def _stamp(self, result: JudgeResult) -> JudgeResult:
-        return dataclasses.replace(result, template_sha256=self.template_sha256())
-
-    def judge(self, items: list[JudgeItem]) -> list[JudgeResult]:
-        return [self._stamp(r) for r in super().judge(items)]
-
-    async def ajudge(self, item: JudgeItem) -> JudgeResult:
-        return self._stamp(await super().ajudge(item))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
 
-from ..concurrency import LimitSettings
+from ..pipeline.concurrency import LimitSettings
 from ..hashing import content_hash
 from ..options import check_options
 from ..records import Completion, GenerationSettings, ImagePart, Message, Modality, TextPart
@@ -38,7 +38,7 @@ class ChatRequest:
 
 class Backend(ABC):
     mode: ClassVar[Literal["batch", "async"]] = "batch"
-    controls_reasoning: ClassVar[bool] = False  # can continue a planted thought (models/budget.py)
+    controls_reasoning: bool = False  # can continue a planted thought (models/budget.py); an instance may say so
     registered_name: ClassVar[str]
 
     def __init__(self, card: ModelCard, settings: GenerationSettings, options: dict[str, Any] | None = None):

@@ -13,12 +13,14 @@ LessThink / MoreThink, the last as s1's budget forcing):
   CONTINUE_CUE and the model reasons on; past the minimum it may close, and is closed at
   half of max_new_tokens so that the answer has room.
 
-The answer gets what is left of max_new_tokens. The logic here knows nothing of any engine: a
-backend hands in a `step` function that continues a batch of assistant prefixes (see `Step`).
+The answer gets what is left of max_new_tokens. The logic here knows nothing of any engine: it is
+one generator (`controlled_steps`) that asks for continuations of a batch of assistant prefixes
+(see `Step`); `generate_controlled` drives it with a batch engine's step (hf_control.py,
+vllm_control.py), `agenerate_controlled` with an async HTTP client (openai_control.py).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -29,6 +31,9 @@ from .cards import ModelCard, ReasoningFormat
 LESS_OPENING = "This is simple enough to answer directly, so I will keep my thinking short."
 CONTINUE_CUE = "Wait"
 MORE_MIN_TOKENS = 256
+# A `more` round that adds no reasoning token (the model closes right after the cue) pushes again;
+# this many such rounds in a row end the pushing, so a model that never reasons cannot loop.
+MAX_STALLED_ROUNDS = 64
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,14 @@ class ThinkPlan:
 @dataclass(frozen=True)
 class Segment:
     """One continuation from a backend: the tokens generated and whether the model stopped by
-    itself (end of turn or a stop string) rather than at the token limit."""
+    itself (end of turn or a stop string) rather than at the token limit. A server over HTTP gives
+    text and a token count instead of ids (`text` set, `ids` empty): it stopped at the stop string
+    (left out of `text`) or at the max_tokens it was sent."""
 
     ids: list[int]
     stopped: bool
+    text: str | None = None
+    count: int | None = None
 
 
 # step(items, prefixes, max_new_tokens, stop_strings, min_new_tokens) -> one Segment per prefix:
@@ -73,22 +82,28 @@ def planted_prefix(messages: tuple[Message, ...], continues: bool = True) -> tup
     return messages, None
 
 
+def _needs_markers(card: ModelCard, backend: str, option: str) -> None:
+    fmt = card.reasoning_format
+    if not card.is_reasoning:
+        mode = "thinking: off" if card.thinking == "off" else f"think_format: {card.format_name}"
+        raise ConfigError(f"model {card.name} (backend {backend}): generation.{option} needs a reasoning "
+                          f"model, but its card has {mode}")
+    if fmt.open is None or fmt.close is None:
+        raise ConfigError(f"model {card.name} (backend {backend}): generation.{option} needs think markers "
+                          f"to force, but the card's think_format {card.format_name!r} has none")
+
+
 def think_plan(card: ModelCard, settings: GenerationSettings, backend: str) -> ThinkPlan | None:
     """The plan the settings ask for, or None; a ConfigError naming the option when it cannot apply."""
     budget = settings.think_budget
+    if settings.think_prefix is not None:
+        _needs_markers(card, backend, "think_prefix")
     if budget is None:
         if settings.think_min_tokens is not None:
             raise ConfigError(f"model {card.name}: generation.think_min_tokens needs think_budget "
                               f"(a number or 'more')")
         return None
-    fmt = card.reasoning_format
-    if not card.is_reasoning:
-        mode = "thinking: off" if card.thinking == "off" else f"think_format: {card.format_name}"
-        raise ConfigError(f"model {card.name} (backend {backend}): generation.think_budget needs a reasoning "
-                          f"model, but its card has {mode}")
-    if fmt.open is None or fmt.close is None:
-        raise ConfigError(f"model {card.name} (backend {backend}): generation.think_budget needs think markers "
-                          f"to force, but the card's think_format {card.format_name!r} has none")
+    _needs_markers(card, backend, "think_budget")
     room = settings.max_new_tokens
     if budget == "zero":
         plan = ThinkPlan(cap=0)
@@ -140,30 +155,55 @@ def free_plan(max_new_tokens: int) -> ThinkPlan:
     return ThinkPlan(cap=max_new_tokens - 1, force=False)
 
 
-def generate_controlled(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFormat,
-                        max_new_tokens: int, step: Step, decode: Decode) -> list[Controlled]:
-    """Run both phases for a batch. `openings`: text planted at the start of each item's reasoning
-    (a think prefix; empty for none), before the plan's own opening."""
+def _reasoned(seg: Segment, room: int, close: str, decode: Decode | None) -> tuple[str, int, bool]:
+    """Phase one's piece of a segment: (reasoning text before any close, its tokens, ended?)."""
+    if seg.text is not None:
+        at = seg.text.find(close)
+        n = room if seg.count is None else min(seg.count, room)  # no count from the server: the worst case
+        return (seg.text if at < 0 else seg.text[:at]), n, at >= 0 or seg.stopped
+    assert decode is not None
+    ids = seg.ids[:room]  # a batch runs to its longest room; each item keeps its own
+    text, k, closed = _until_close(ids, close, decode)
+    return text, k, closed or (seg.stopped and len(ids) == len(seg.ids))
+
+
+def _answered(seg: Segment, room: int, decode: Decode | None) -> tuple[str, int, bool]:
+    """Phase two's piece: (answer text, its tokens, ran out of tokens?)."""
+    if seg.text is not None:
+        return seg.text, (seg.count if seg.count is not None else 0), not seg.stopped
+    assert decode is not None
+    ids = seg.ids[:room]
+    return decode(ids), len(ids), len(ids) >= room and not (seg.stopped and len(ids) == len(seg.ids))
+
+
+StepCall = tuple[list[int], list[str], int, list[str], int]  # the arguments of one `Step`
+
+
+def controlled_steps(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFormat, max_new_tokens: int,
+                     decode: Decode | None = None) -> Generator[StepCall, list[Segment], list[Controlled]]:
+    """Both phases for a batch, as a generator that yields each step's arguments and is sent its
+    segments (so that one loop serves a batch engine and an async HTTP client alike). `openings`:
+    text planted at the start of each item's reasoning (a think prefix; empty for none), before the
+    plan's own opening. `decode` turns ids into text; not needed when segments carry text."""
     assert fmt.open is not None and fmt.close is not None
     opened = "" if fmt.template_opened else fmt.open
-    prompt_prefixes = [""] * len(openings)
     n = len(openings)
     reasoning = [o + (" " if o and plan.opening else "") + plan.opening for o in openings]
     used = [0] * n
     closed_by_model = [False] * n
+    stalled = [0] * n  # rounds in a row that added no token
     active = [i for i in range(n) if plan.cap > 0]
     while active:  # phase one: reason, in rounds while a `more` plan pushes past early closes
         room = {i: plan.cap - used[i] for i in active}
-        segs = step(active, [prompt_prefixes[i] + opened + reasoning[i] for i in active], max(room.values()), [fmt.close], 0)
+        segs = yield active, [opened + reasoning[i] for i in active], max(room.values()), [fmt.close], 0
         nxt = []
         for i, seg in zip(active, segs):
-            ids = seg.ids[:room[i]]  # a batch runs to its longest room; each item keeps its own
-            text, k, closed = _until_close(ids, fmt.close, decode)
-            ended = closed or (seg.stopped and len(ids) == len(seg.ids))
+            text, k, ended = _reasoned(seg, room[i], fmt.close, decode)
             used[i] += k
             reasoning[i] += text
             closed_by_model[i] = ended
-            if ended and used[i] < plan.min_tokens:
+            stalled[i] = stalled[i] + 1 if k == 0 else 0
+            if ended and used[i] < plan.min_tokens and stalled[i] < MAX_STALLED_ROUNDS:
                 reasoning[i] = _join(reasoning[i], plan.cue)
                 nxt.append(i)
         active = nxt
@@ -174,23 +214,46 @@ def generate_controlled(openings: Sequence[str], plan: ThinkPlan, fmt: Reasoning
     answering = [i for i in range(n) if plan.force or closed_by_model[i]]
     for i in set(range(n)) - set(answering):  # no budget and the model never closed: left open, as it was
         out[i] = Controlled(text=opened + reasoning[i], reasoning_tokens=used[i], answer_tokens=0, at_limit=True)
-    if not answering:
-        return out  # type: ignore[return-value]
-    heads = [prompt_prefixes[i] + opened + reasoning[i] + fmt.close for i in answering]
-    rooms = {i: max_new_tokens - used[i] for i in answering}
-    segs = step(answering, heads, max(rooms.values()), [], 1)
-    for i, seg in zip(answering, segs):
-        ids = seg.ids[:rooms[i]]
-        at_limit = len(ids) >= rooms[i] and not (seg.stopped and len(ids) == len(seg.ids))
-        out[i] = Controlled(text=opened + reasoning[i] + fmt.close + decode(ids), reasoning_tokens=used[i],
-                            answer_tokens=len(ids), at_limit=at_limit)
+    if answering:
+        rooms = {i: max_new_tokens - used[i] for i in answering}
+        segs = yield (answering, [opened + reasoning[i] + fmt.close for i in answering], max(rooms.values()), [], 1)
+        for i, seg in zip(answering, segs):
+            answer, k, at_limit = _answered(seg, rooms[i], decode)
+            out[i] = Controlled(text=opened + reasoning[i] + fmt.close + answer, reasoning_tokens=used[i],
+                                answer_tokens=k, at_limit=at_limit)
     return out  # type: ignore[return-value]
+
+
+def generate_controlled(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFormat,
+                        max_new_tokens: int, step: Step, decode: Decode) -> list[Controlled]:
+    """`controlled_steps` driven by a batch engine's `step`."""
+    loop = controlled_steps(openings, plan, fmt, max_new_tokens, decode)
+    try:
+        call = next(loop)
+        while True:
+            call = loop.send(step(*call))
+    except StopIteration as done:
+        return done.value
+
+
+async def agenerate_controlled(openings: Sequence[str], plan: ThinkPlan, fmt: ReasoningFormat,
+                               max_new_tokens: int, astep: Callable[..., Awaitable[list[Segment]]],
+                               decode: Decode | None = None) -> list[Controlled]:
+    """`controlled_steps` driven by an async `astep` (same arguments as `Step`)."""
+    loop = controlled_steps(openings, plan, fmt, max_new_tokens, decode)
+    try:
+        call = next(loop)
+        while True:
+            call = loop.send(await astep(*call))
+    except StopIteration as done:
+        return done.value
 
 
 def refuse_unsupported(card: ModelCard, settings: GenerationSettings, backend: str, why: str) -> None:
     """For a backend that cannot control reasoning: a ConfigError before the first call."""
-    if settings.think_budget is not None:
-        raise ConfigError(f"model {card.name}: generation.think_budget is not supported by backend {backend}: {why}")
+    for option in ("think_budget", "think_prefix"):
+        if getattr(settings, option) is not None:
+            raise ConfigError(f"model {card.name}: generation.{option} is not supported by backend {backend}: {why}")
 
 
 def check_planted(attack: str, probes: Sequence, backends: dict) -> None:
@@ -200,5 +263,5 @@ def check_planted(attack: str, probes: Sequence, backends: dict) -> None:
     for name, backend in backends.items():
         if not backend.controls_reasoning:
             raise ConfigError(f"attack {attack!r} plants a thought (think_prefix where: thought), which backend "
-                              f"{backend.registered_name} of model {name} cannot continue; use backend hf, or "
-                              f"where: image")
+                              f"{backend.registered_name} of model {name} cannot continue; use backend hf or vllm, "
+                              f"backend openai with option prefix_continuation, or where: image")

@@ -42,6 +42,17 @@ def _answer_outcome(answer: str, closed: bool, at_limit: bool) -> Outcome:
     return Outcome.EMPTY if not answer else Outcome.COMPLETE
 
 
+def _cut_marker(text: str, marker: str | None) -> str:
+    """Text cut by the length limit can end in the first characters of the marker that would have
+    closed it (a marker of several tokens: LLaVA-CoT's stage tags); they are not content."""
+    if marker:
+        low = text.lower()
+        for k in range(len(marker) - 1, 1, -1):
+            if low.endswith(marker[:k].lower()):
+                return text[:-k]
+    return text
+
+
 def _join(pieces: list[str]) -> str:
     return "\n\n".join(p.strip() for p in pieces if p.strip())
 
@@ -104,6 +115,8 @@ class ReasoningFormat(BaseModel):
                           text, re.IGNORECASE | re.DOTALL)
             if m:
                 text, closed = m.group(1), bool(m.group(2))
+                if not closed:
+                    text = _cut_marker(text, self.answer_close)
         for token in self.strip:
             text = _ci(token).sub("", text)
         return text.strip(), closed
@@ -159,13 +172,13 @@ class ReasoningFormat(BaseModel):
             head, tail = text[: last.start()], text[last.end():]
             reopened = opener.search(tail) if opener else None
             if reopened:  # a further block opened after the last close and never closed
-                pieces = self._blocks(head) + [tail[reopened.end():]]
+                pieces = self._blocks(head) + [_cut_marker(tail[reopened.end():], self.close)]
                 return _join(pieces), None, Outcome.UNCLOSED_THINK
             answer, closed = self.clean_answer(tail)
             return _join(self._blocks(head)), answer, _answer_outcome(answer, closed, at_limit)
         opened = opener.search(text) if opener else None
         if opened or self.template_opened:
-            reasoning = text[opened.end():] if opened else text
+            reasoning = _cut_marker(text[opened.end():] if opened else text, self.close)
             return reasoning.strip(), None, Outcome.UNCLOSED_THINK
         return self._plain(text, at_limit)
 
@@ -179,7 +192,10 @@ class ReasoningFormat(BaseModel):
     def _stages(self, text: str, at_limit: bool):
         def section(name: str):
             m = re.search(rf"<{re.escape(name)}>(.*?)(</{re.escape(name)}>|$)", text, re.IGNORECASE | re.DOTALL)
-            return (m.group(1), bool(m.group(2)), m.start()) if m else None
+            if not m:
+                return None
+            body = m.group(1) if m.group(2) else _cut_marker(m.group(1), f"</{name}>")
+            return body, bool(m.group(2)), m.start()
 
         found = [(s, section(s)) for s in self.reasoning_stages]
         found = sorted(((s, f) for s, f in found if f), key=lambda x: x[1][2])

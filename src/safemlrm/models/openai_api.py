@@ -15,10 +15,12 @@ Options (under `options:` of a model in the run config):
     backoff_base  seconds; full-jitter exponential backoff base (default 1.0)
     backoff_max   seconds; cap on one wait, Retry-After included (default 60)
     extra_body    dict merged into every request (e.g. {"chat_template_kwargs": {...}})
-    concurrency   requests in flight at the start (default 16); adaptive (AIMD, safemlrm.concurrency):
+    concurrency   requests in flight at the start (default 16); adaptive (AIMD, safemlrm.pipeline.concurrency):
                   halved on a 429 or a timeout, grown by one per window of successes
     min_concurrency / max_concurrency   the floor (default 1) and ceiling (default: concurrency)
     tokens_per_minute   optional budget: a request reserves its estimate, settled with the usage
+    prefix_continuation vllm | llamacpp | none (default): how the server continues a final assistant
+                  message, which think budgets and planted thoughts need (models/openai_control.py)
 
 One bad request never raises: after the retries it comes back as a Completion with `error` set.
 """
@@ -31,18 +33,19 @@ import json
 import random
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 
-from ..concurrency import AdaptiveLimiter, LimitSettings, estimate_tokens
+from ..pipeline.concurrency import AdaptiveLimiter, LimitSettings, estimate_tokens
 from ..errors import ConfigError
 from ..options import PluginOptions
 from ..records import Completion, ImagePart, Message, TextPart
 from ..registry import register
-from ..safety import decode_body, resolve_secret, wire_text
-from .budget import refuse_unsupported
+from ..secrets import resolve_secret
+from ..untrusted import decode_body, wire_text
+from .budget import refuse_unsupported, think_plan
 from .base import Backend, ChatRequest
 from .thinking import request_fields
 
@@ -68,6 +71,10 @@ class _Retry(Exception):
 
 class _Fail(Exception):
     """The request cannot succeed as sent: record it at once."""
+
+
+class RequestFailed(Exception):
+    """A request failed for good (after its retries); the message is the completion's error."""
 
 
 def _snippet(text: str) -> str:
@@ -114,12 +121,23 @@ class OpenAIBackend(Backend):
         min_concurrency: int | None = Field(None, ge=1)
         max_concurrency: int | None = Field(None, ge=1)
         tokens_per_minute: int | None = Field(None, ge=1, description="client-side token budget")
+        prefix_continuation: Literal["vllm", "llamacpp", "none"] = Field(
+            "none", description="how the server continues a final assistant message (think budgets, planted "
+                                "thoughts): vllm (continue_final_message), llamacpp (assistant prefill), none")
 
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
-        refuse_unsupported(card, settings, "openai", "a chat API decides where the reasoning ends; use backend hf "
-                           "(or vllm) for think budgets")
         opts = self.options
+        # think budgets and planted thoughts need a server that continues an assistant prefix (openai_control.py)
+        self.prefix_continuation = opts.get("prefix_continuation", "none")
+        if self.prefix_continuation == "none":
+            refuse_unsupported(card, settings, "openai", "a chat API decides where the reasoning ends unless the "
+                               "server continues an assistant prefix: set the option prefix_continuation (vllm for "
+                               "vLLM's server, llamacpp for llama.cpp's), or use backend hf or vllm")
+            self.think_plan = None
+        else:
+            self.think_plan = think_plan(card, settings, "openai")
+            self.controls_reasoning = True
         base_url = opts.get("base_url")
         if not base_url or not isinstance(base_url, str):
             raise ConfigError(f"model {card.name}: backend openai needs the option 'base_url' "
@@ -171,6 +189,8 @@ class OpenAIBackend(Backend):
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
         ident.update({"base_url": self.base_url, "served_model": self.served_model})
+        if self.prefix_continuation != "none":  # the server renders the continued prefix: part of what comes back
+            ident["prefix_continuation"] = self.prefix_continuation
         if self.extra_body:
             ident["extra_body"] = self.extra_body  # e.g. chat_template_kwargs change what comes back
         return ident
@@ -376,15 +396,29 @@ class OpenAIBackend(Backend):
                                     error=f"internal error: {type(e).__name__}: {_snippet(str(e))}")
 
     async def _generate(self, request: ChatRequest, started: float) -> Completion:
+        if self.think_plan is not None or request.continues_turn:
+            from .openai_control import generate_openai_controlled
+
+            return await generate_openai_controlled(self, request, started)
         try:
             body = self.build_body(request)
         except _Fail as e:
             return self._completion(request, 0.0, error=str(e))
+        try:
+            out, latency = await self.send(request, body)
+        except RequestFailed as e:
+            return self._completion(request, time.perf_counter() - started, error=str(e))
+        return self._completion(request, latency, **out)
+
+    async def send(self, request: ChatRequest, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """One request body, with retries: (the parsed answer, seconds the answering attempt took);
+        RequestFailed with the error's words when every attempt failed or it cannot succeed."""
         client = await self._get_client()
         tries = self.max_retries + 1
         last: _Retry | None = None
         limiter = self.limiter
-        tokens = estimate_tokens(request.messages, self.settings.max_new_tokens) if limiter else 0
+        tokens = estimate_tokens(request.messages, int(body.get("max_tokens") or self.settings.max_new_tokens)) \
+            if limiter else 0
         for attempt in range(1, tries + 1):
             ticket = await limiter.acquire(tokens) if limiter else None
             t0 = time.perf_counter()
@@ -395,13 +429,13 @@ class OpenAIBackend(Backend):
                 if out["prompt_tokens"] is not None and out["completion_tokens"] is not None:
                     used = out["prompt_tokens"] + out["completion_tokens"]
             except _Fail as e:
-                return self._completion(request, time.perf_counter() - started, error=str(e))
+                raise RequestFailed(str(e)) from None
             except _Retry as e:
                 last = e
                 signal = "overload" if e.kind in OVERLOAD_KINDS else "error"
             else:
-                # latency_s: the answering attempt alone (what the server took), not the waits before it
-                return self._completion(request, time.perf_counter() - t0, **out)
+                # latency: the answering attempt alone (what the server took), not the waits before it
+                return out, time.perf_counter() - t0
             finally:  # waits between retries hold no slot
                 if ticket is not None:
                     limiter.release(ticket, signal, used)  # type: ignore[union-attr]
@@ -409,5 +443,4 @@ class OpenAIBackend(Backend):
                 await asyncio.sleep(self._delay(attempt, last.retry_after))
         assert last is not None
         n = f"{tries} attempt{'s' if tries != 1 else ''}"
-        error = f"{last.kind} after {n}: {last.detail}" if last.detail else f"{last.kind} after {n}"
-        return self._completion(request, time.perf_counter() - started, error=error)
+        raise RequestFailed(f"{last.kind} after {n}: {last.detail}" if last.detail else f"{last.kind} after {n}")

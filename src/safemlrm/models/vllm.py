@@ -23,6 +23,9 @@ Options:
                             added non-special tokens are kept either way)
     batch_size              requests per engine call (default 256)
 
+Think budgets and planted thoughts (generation.think_budget, think_prefix; models/budget.py) run as
+two-phase generation on the same engine (models/vllm_control.py), exactly as on `hf`.
+
 The same checkpoint served by `vllm serve` is reached with `backend: openai`;
 `safemlrm serve-hint CONFIG` prints the command and the model entry for each model.
 """
@@ -41,7 +44,7 @@ from ..errors import SafeMLRMError
 from ..options import PluginOptions, check_options
 from ..records import Completion, ImagePart, Message, Modality, TextPart
 from ..registry import register
-from .budget import refuse_unsupported
+from .budget import think_plan
 from .base import Backend, ChatRequest, template_hash
 from .thinking import template_kwargs
 
@@ -100,6 +103,7 @@ class VLLMBackend(Backend):
     """vLLM offline engine (LLM.chat), batched; the vllm extra."""
 
     mode = "batch"
+    controls_reasoning = True  # think budgets and planted thoughts: models/vllm_control.py
 
     class Options(PluginOptions):
         path: str | None = Field(None, description="local checkpoint, instead of the card's hub_id")
@@ -116,8 +120,8 @@ class VLLMBackend(Backend):
 
     def __init__(self, card, settings, options=None):
         super().__init__(card, settings, options)
-        refuse_unsupported(card, settings, "vllm", "not yet implemented; use backend hf for think budgets")
         self.llm = None
+        self.think_plan = think_plan(card, settings, "vllm")  # bad reasoning control: an error before any load
 
     @property
     def model_ref(self) -> str:
@@ -178,7 +182,8 @@ class VLLMBackend(Backend):
             kw["top_p"] = s.top_p
         return kw
 
-    def _sampling_params(self):
+    def _sampling_params(self, **over: Any):
+        """The run's SamplingParams; `over`: what one phase of reasoning control changes (max_tokens, stop)."""
         from vllm import SamplingParams
 
         llm = self.load()
@@ -186,7 +191,7 @@ class VLLMBackend(Backend):
         config = getattr(llm, "model_config", None) or getattr(getattr(llm, "llm_engine", None), "model_config", None)
         defaults = dict(config.get_diff_sampling_param()) if hasattr(config, "get_diff_sampling_param") else {}
         defaults.pop("max_new_tokens", None)
-        return SamplingParams(**{**defaults, **self.sampling_kwargs()})
+        return SamplingParams(**{**defaults, **self.sampling_kwargs(), **over})
 
     def _chat(self, convs: list[list[dict[str, Any]]]) -> list[Any]:
         mode = template_kwargs(self.card)  # a hybrid's thinking mode
@@ -201,6 +206,8 @@ class VLLMBackend(Backend):
     def _run(self, requests: list[ChatRequest], convs: list[list[dict[str, Any]]]) -> list[Completion]:
         import time
 
+        if self.think_plan is not None or any(r.continues_turn for r in requests):
+            return self._run_controlled(requests)
         try:
             start = time.perf_counter()
             outputs = self._chat(convs)
@@ -217,6 +224,17 @@ class VLLMBackend(Backend):
                                       finish_reason=gen.finish_reason, prompt_tokens=len(out.prompt_token_ids or []),
                                       completion_tokens=len(gen.token_ids), latency_s=latency))
         return results
+
+    def _run_controlled(self, requests: list[ChatRequest]) -> list[Completion]:
+        from .vllm_control import generate_vllm_controlled
+
+        try:
+            return generate_vllm_controlled(self, requests)
+        except Exception as exc:  # noqa: BLE001 - as _run: halve and retry, one bad request fails alone
+            if len(requests) == 1:
+                return [self._error(requests[0], exc)]
+            mid = len(requests) // 2
+            return self._run_controlled(requests[:mid]) + self._run_controlled(requests[mid:])
 
     def generate(self, requests: list[ChatRequest]) -> list[Completion]:
         if not requests:
@@ -294,5 +312,7 @@ def serve_hint(card, options: dict[str, Any], port: int = 8000) -> tuple[str, di
         cmd += ["--chat-template", f"{card.name}.jinja"]  # write the card's template to this file first
     entry = {"card": card.name, "backend": "openai",
              "options": {"base_url": f"http://127.0.0.1:{port}/v1", "model": card.name, "concurrency": 64,
-                         "max_concurrency": 256}}
+                         "max_concurrency": 256,
+                         # vLLM's server continues an assistant prefix: think budgets and prefixes work
+                         **({"prefix_continuation": "vllm"} if card.is_reasoning else {})}}
     return " ".join(shlex.quote(c) for c in cmd), entry

@@ -18,7 +18,7 @@ from xml.etree import ElementTree as ET
 
 from markupsafe import Markup
 
-from ..safety import visible
+from ..untrusted import visible
 
 FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', sans-serif"
 INK = "#222222"
@@ -159,6 +159,7 @@ def grouped_bars(groups: Sequence[str], series: Sequence[Series], *, title: str,
                 svg.text(x + bar_w / 2, top + plot_h - 4, "n/a", anchor="middle", size=8, fill=MUTED,
                          tip=f"{s.name} / {group}: no judged items")
                 continue
+            assert val is not None  # is_nan covers None
             # a zero bar is drawn 1.5 px high: "measured zero" must look different from "no data"
             h = max(top + plot_h - y(val), 1.5)
             svg.rect(x, top + plot_h - h, bar_w, h, s.colour, cls="bar", tip=tip, data_series=s.name,
@@ -193,7 +194,7 @@ def diverging_bars(rows: Sequence[tuple[str, float | None, float | None, float |
     height = top + row_h * len(rows) + 34
     svg = Svg(width, height, title, kind="diverging")
     svg.text(4, 14, title, weight="600", size=12)
-    finite = [abs(v) for r in rows for v in r[1:4] if not is_nan(v)]
+    finite = [abs(v) for r in rows for v in r[1:4] if v is not None and not is_nan(v)]
     span = max([0.1, *finite])
     span = min(1.0, math.ceil(span * 10) / 10)
     x = lambda v: label_w + plot_w / 2 + (plot_w / 2) * max(-1.0, min(1.0, v / span))  # noqa: E731
@@ -208,6 +209,7 @@ def diverging_bars(rows: Sequence[tuple[str, float | None, float | None, float |
         if is_nan(diff):
             svg.text(x(0) + 4, cy + 4, "n/a", fill=MUTED, size=9)
             continue
+        assert diff is not None  # is_nan covers None
         x0, x1 = sorted((x(0), x(diff)))
         svg.rect(x0, cy - 7, max(x1 - x0, 1.0), 14, colour_pos if diff > 0 else colour_neg, cls="bar", tip=tip)
         if not is_nan(lo) and not is_nan(hi):
@@ -230,7 +232,7 @@ class Cell:
 
 def ratio_colour(ratio: float | None) -> str:
     """White at 1, red above (reasoning worse), blue below, saturating at 8x / 1/8."""
-    if is_nan(ratio):
+    if ratio is None or is_nan(ratio):
         return NA_FILL
     if ratio <= 0:
         t = -1.0

@@ -11,8 +11,10 @@ from .charts import GRID, INK, MUTED, PAIRED, Svg, empty_chart, is_nan
 
 
 def _order(values: list[Any]) -> list[Any]:
+    """Numbers in order, then names (presets, prefixes): `none`, the unswept reference point, first."""
     nums = sorted(v for v in set(values) if isinstance(v, (int, float)))
-    return nums + sorted({str(v) for v in values if not isinstance(v, (int, float))})
+    names = sorted({str(v) for v in values if not isinstance(v, (int, float))}, key=lambda n: (n != "none", n))
+    return nums + names
 
 
 def _label(v: Any) -> str:
@@ -20,9 +22,16 @@ def _label(v: Any) -> str:
 
 
 def dose_line(df: pd.DataFrame, *, title: str) -> Markup:
+    """One chart per swept axis (a run may sweep a budget for one model and prefixes for another)."""
     swept = df[df["kind"] == "swept"] if not df.empty else df
     if swept.empty:
         return empty_chart(title, "no swept models in these runs")
+    axes = list(dict.fromkeys(swept["axis"]))
+    return Markup("").join(_axis_chart(df, swept[swept["axis"] == a], title if len(axes) == 1 else f"{title}: {a}")
+                           for a in axes)
+
+
+def _axis_chart(df: pd.DataFrame, swept: pd.DataFrame, title: str) -> Markup:
     xs = _order(list(swept["value"]))
     left, top, plot_w, plot_h = 48.0, 30.0, max(240.0, 80.0 * len(xs)), 200.0
     series = list(dict.fromkeys(zip(swept["model"], swept["attack"])))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from . import charts
-from ..metrics import wilson
+from ..results.metrics import wilson
 from ..results import RunResults
 
 

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 
 from ..fsutil import write_atomic
-from ..safety import csv_cell, md_cell
+from ..untrusted import csv_cell, md_cell
 from ..store import Store
-from ..summary import RunSummary, summarize
+from ..results.summary import RunSummary, summarize
 
 
 def _pct(x: float) -> str:
@@ -85,7 +85,7 @@ def error_section(res: RunSummary) -> list[str]:
 
 def left_out_section(store: Store) -> str:
     """Items the datasets left out while loading (an empty required text in the published file)."""
-    from ..preflight import stored_left_out
+    from ..pipeline.preflight import stored_left_out
 
     left = stored_left_out(store)
     if not left:
@@ -97,7 +97,7 @@ def left_out_section(store: Store) -> str:
 
 def _csv(df: pd.DataFrame) -> bytes:
     # names come from data: a cell a spreadsheet would run as a formula is written as text
-    from ..export import map_cells
+    from ..results.export import map_cells
 
     return map_cells(df, csv_cell).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8", "backslashreplace")
 

@@ -11,7 +11,7 @@ touch the store: they return Completions.
 * API backends (`openai`) run as many small tasks, each sending its batch with the backend's own
   adaptive concurrency. The provider sees at most (tasks at once) x `max_concurrency` requests.
 
-Requests travel pickled; Completions come back as the store's JSON (`safety.dumps_record`), which
+Requests travel pickled; Completions come back as the store's JSON (`untrusted.dumps_record`), which
 carries lone surrogates in model output exactly where plain pydantic JSON refuses them.
 
 Every node needs safemlrm and the model's extra installed (the same environment as the driver).
@@ -21,21 +21,18 @@ from __future__ import annotations
 import asyncio
 import math
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..batching import chunks
 from ..errors import SafeMLRMError
 from ..models.base import Backend, ChatRequest
 from ..models.cards import ModelCard
+from ..pipeline.batching import chunks
+from ..pipeline.workers import api_limiter, engine_batch, generate_async
 from ..records import Completion, GenerationSettings
-from ..safety import dumps_record, loads_record
-
-if TYPE_CHECKING:
-    from ..runner import Runner
-    from ..store import Store
+from ..untrusted import dumps_record, loads_record
 
 SHARD = 2048  # requests the driver holds and ships at a time
 API_BATCH = 32  # requests per API task
@@ -80,7 +77,7 @@ def _quiet_data() -> None:
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False  # type: ignore[attr-defined]
+    ctx.print_on_execution_start = False
 
 
 # --- the workers (run on the cluster) ----------------------------------------------------------
@@ -99,25 +96,10 @@ class EngineActor:
 
 def api_batch(batch: dict[str, Any], spec: WorkerSpec) -> dict[str, list[str]]:
     """One task: its requests through the API backend, under that backend's adaptive limit."""
-    from ..concurrency import AdaptiveLimiter, attach
-    from ..runner import target_limits, worker_pool
-
     requests: list[ChatRequest] = [pickle.loads(p) for p in batch["payload"]]
     backend = spec.build()
-    limiter = AdaptiveLimiter(target_limits(spec.card.name, backend))
-    attach(backend, limiter)
-    out: list[str] = [""] * len(requests)
-
-    async def one(i: int) -> None:
-        out[i] = dumps_record(await backend.agenerate(requests[i]))
-
-    async def go() -> None:
-        try:
-            await worker_pool(range(len(requests)), one, limiter.ceiling)
-        finally:
-            await backend.aclose()
-
-    asyncio.run(go())
+    out: list[str] = []  # in the order they finish: the driver matches them by key
+    asyncio.run(generate_async(backend, requests, lambda c: out.append(dumps_record(c)), api_limiter(backend)))
     return {"completion": out}
 
 
@@ -127,8 +109,6 @@ def api_batch(batch: dict[str, Any], spec: WorkerSpec) -> dict[str, list[str]]:
 def _plan(backend: Backend) -> dict[str, Any]:
     """map_batches arguments for this backend on this cluster."""
     import ray
-
-    from ..runner import engine_batch
 
     spec = WorkerSpec(backend.registered_name, backend.card, backend.settings, backend.options)
     resources = ray.cluster_resources()
@@ -147,22 +127,21 @@ def run_shard(payloads: list[dict[str, Any]], args: dict[str, Any]) -> Iterator[
     import ray
 
     _quiet_data()
-    ds = ray.data.from_items(payloads, override_num_blocks=max(1, math.ceil(len(payloads) / args["batch_size"])))
-    ds = ds.map_batches(**args)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    items = ray.data.from_items(payloads, override_num_blocks=max(1, math.ceil(len(payloads) / args["batch_size"])))
+    for batch in items.map_batches(**args).iter_batches(batch_size=None, batch_format="numpy"):
         for body in batch["completion"]:
             yield loads_record(Completion, body)
 
 
-async def generate_over_ray(runner: Runner, store: Store, model: str, backend: Backend,
+async def generate_over_ray(address: str | None, backend: Backend, requests: Iterable[ChatRequest],
                             keep: Callable[[list[Completion]], None], engine: ThreadPoolExecutor) -> None:
-    """Generate `model`'s pending work on the cluster; `keep` stores Completions in the driver."""
+    """Generate `requests` with `backend`'s engine on the cluster at `address`, SHARD at a time
+    (pulled lazily); `keep` stores the Completions in the driver as they arrive."""
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(engine, connect, runner.ray_address)
+    await loop.run_in_executor(engine, connect, address)
     args = await loop.run_in_executor(engine, _plan, backend)
-    card = runner.cards[model]
-    for shard in chunks(runner.pending(store, model), SHARD):
-        payloads = [{"payload": pickle.dumps(runner._request(store, card, pk, ck))} for pk, ck in shard]
+    for shard in chunks(requests, SHARD):
+        payloads = [{"payload": pickle.dumps(request)} for request in shard]
         arrived: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
 

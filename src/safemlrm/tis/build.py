@@ -35,7 +35,7 @@ from ..hashing import content_hash
 from ..models.cards import CardCatalog
 from ..progress import make_progress
 from ..records import ImagePart, Message, Outcome, Probe, Response, Sample, TextPart
-from ..runner import build_backend, build_dataset, environment
+from ..pipeline.build import build_backend, build_dataset, environment
 from ..store import Store
 from .config import BuildConfig, ConsistencySpec, SourceSpec
 from .export import write_export

@@ -37,8 +37,8 @@ class SourceSpec(DatasetSpec):
 
 class ConsistencySpec(Strict):
     kind: Literal["refusal", "llm"] = "refusal"
-    window: int = Field(300, ge=20)  # refusal: characters of the answer's opening read
-    tail: int = Field(400, ge=20)  # refusal: characters of the thought's ending read
+    window: int = Field(default=300, ge=20)  # refusal: characters of the answer's opening read
+    tail: int = Field(default=400, ge=20)  # refusal: characters of the thought's ending read
     model: ModelSpec | None = None  # llm: the judge model
 
     @model_validator(mode="after")
@@ -49,7 +49,7 @@ class ConsistencySpec(Strict):
 
 
 class BalanceSpec(Strict):
-    max_ratio: float = Field(1.0, gt=0)
+    max_ratio: float = Field(default=1.0, gt=0)
     seed: int = 0
 
 
@@ -110,9 +110,9 @@ class BuildConfig(Strict):
 
 
 class LoraSpec(Strict):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
 
 
@@ -126,22 +126,22 @@ class TrainConfig(Strict):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     freeze_vision: bool = True  # full tuning leaves the vision tower as it is (LoRA skips it anyway)
     merge: bool = False  # LoRA: also write merged/, a plain checkpoint with the adapter folded in
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(8, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=8, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
     lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     weight_decay: float = 0.0
     max_length: int | None = 4096
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = True
-    save_steps: int = Field(200, ge=1)
+    save_steps: int = Field(default=200, ge=1)
     save_total_limit: int | None = 2
-    logging_steps: int = Field(10, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
     seed: int = 0
-    limit: int | None = Field(None, ge=1)  # use only the first N records (smoke tests)
+    limit: int | None = Field(default=None, ge=1)  # use only the first N records (smoke tests)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     trust_remote_code: bool = False
     source: str | None = Field(default=None, exclude=True)

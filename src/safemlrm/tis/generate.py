@@ -10,18 +10,17 @@ as in a run.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rich.progress import Progress
 
-from ..batching import chunks
-from ..concurrency import AdaptiveLimiter, attach
 from ..config import ModelSpec
 from ..models.base import Backend, ChatRequest, apply_prompt_convention
-from ..models.budget import ends_with_planted
 from ..models.cards import ModelCard
+from ..pipeline.workers import api_limiter, chat_request, generate_async, generate_local
 from ..records import Completion, Probe, Response, completion_key
-from ..runner import _close_backend, target_limits, worker_pool
 from ..store import Store
 
 
@@ -69,11 +68,8 @@ class Step:
                 if bar is not None and task is not None:
                     bar.advance(task)
 
-            requests = [self._request(store, final, ck) for final, ck in todo]
-            if self.backend.mode == "batch":
-                self._run_batch(requests, keep)
-            else:
-                asyncio.run(self._run_async(requests, keep))
+            requests = [chat_request(store.blobs, ck, final.key, final.messages) for final, ck in todo]
+            asyncio.run(self._generate(requests, keep))
         out: dict[str, Response] = {}
         for p, _, ck in keyed:
             r = store.response(ck)
@@ -83,29 +79,15 @@ class Step:
                 stats.errors += 1
         return out, stats
 
-    @staticmethod
-    def _request(store: Store, probe: Probe, ck: str) -> ChatRequest:
-        images = {p.sha256: store.blobs.get(p.sha256) for m in probe.messages for p in m.images}
-        return ChatRequest(key=ck, probe_key=probe.key, messages=probe.messages, images=images,
-                           continues_turn=ends_with_planted(probe.messages))
-
-    def _run_batch(self, requests: list[ChatRequest], keep) -> None:
-        size = self.backend.batch_size
-        try:
-            for batch in chunks(requests, size):
-                for c in self.backend.generate(batch):
+    async def _generate(self, requests: list[ChatRequest], keep: Callable[[Completion], None]) -> None:
+        """Through the run's worker layer: batched in an engine thread, or under the adaptive limit."""
+        if self.backend.mode == "batch":
+            def keep_all(completions: list[Completion]) -> None:
+                for c in completions:
                     keep(c)
-        finally:
-            self.backend.close()  # weights go before the next step's model loads
 
-    async def _run_async(self, requests: list[ChatRequest], keep) -> None:
-        limiter = AdaptiveLimiter(target_limits(self.spec.name, self.backend), name=f"{self.label} {self.spec.name}")
-        attach(self.backend, limiter)
-
-        async def one(req: ChatRequest) -> None:
-            keep(await self.backend.agenerate(req))
-
-        try:
-            await worker_pool(requests, one, limiter.ceiling)
-        finally:
-            await _close_backend(self.backend)
+            with ThreadPoolExecutor(1, thread_name_prefix="safemlrm-engine") as engine:
+                await generate_local(self.backend, requests, keep_all, engine)
+        else:
+            limiter = api_limiter(self.backend, name=f"{self.label} {self.spec.name}")
+            await generate_async(self.backend, requests, keep, limiter)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .judges.health import judge_health
-from .store import Store
+from ..judges.health import judge_health
+from ..store import Store
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
     with Store(run_dir, readonly=True) as store:
         c = store.counts()
         # what a judge has to read: every non-empty channel of every answered completion
-        to_judge = store.db.execute("""
-            SELECT COALESCE(SUM((COALESCE(json_extract(r.body, '$.reasoning'), '') != '')
-                              + (COALESCE(json_extract(r.body, '$.answer'), '') != '')
-                              + (COALESCE(json_extract(r.body, '$.full'), '') != '')), 0)
-            FROM responses r JOIN completions c ON c.key = r.completion_key
-            WHERE c.error IS NULL AND r.completion_key IN (SELECT completion_key FROM plan)""").fetchone()[0]
+        to_judge = store.channels_to_judge()
         judges = list(store.get_meta("judges") or {})
-        health = {h.judge: h for h in judge_health(store.db)}
+        health = {h.judge: h for h in judge_health(store)}
     rows: list[list[Any]] = [["probes", "built", c["probes"], c["probes"], 0, ""]]
     for model, m in c["models"].items():
         rows.append(["generate", model, m["completed"], m["planned"], m["errors"], ""])

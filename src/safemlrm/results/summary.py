@@ -8,19 +8,18 @@ grows with it. `metrics.rate_rows` turns the counts into the same table `RunResu
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..judges.base import registered_scales
+from ..store import Store
 from .attack_order import configured_attacks, in_configured_order
-from .judges.base import registered_scales
+from .load import RunResults
 from .metrics import GROUP, Tally, metric_settings, rate_rows, thresholds
-from .store import Store
-
-_FROM = "FROM plan pl JOIN probes pr ON pr.key = pl.probe_key"
-
 
 @dataclass
 class RunSummary:
@@ -41,6 +40,23 @@ def error_cause(error: str | None) -> str:
     return str(error if error is not None else "unknown").split(":", 1)[0]
 
 
+def error_table(failed: Iterable[tuple[str, str | None]]) -> pd.DataFrame:
+    """(model, error) of failed planned items -> model, cause, count."""
+    causes = Counter((model, error_cause(error)) for model, error in failed)
+    return pd.DataFrame([(m, c, n) for (m, c), n in sorted(causes.items())], columns=["model", "cause", "count"])
+
+
+def summary_of(res: RunResults) -> RunSummary:
+    """The same summary from a run already read into frames (the report reads each run once)."""
+    order = configured_attacks([res.config])
+    planned = res.planned
+    failed = planned[planned["outcome"] == "error"]
+    outcomes = res.outcomes().rename_axis(columns=None) if not planned.empty else pd.DataFrame()
+    return RunSummary(run_dir=res.run_dir, config=res.config, rates=in_configured_order(res.rates(), order),
+                      outcomes=in_configured_order(outcomes, order),
+                      errors=error_table(zip(failed["model"], failed["error"])))
+
+
 def summarize(store: Store, asr_threshold: float | None = None, harmful_threshold: float | None = None,
               confidence: float | None = None) -> RunSummary:
     """Thresholds and confidence left as None come from the run's `metrics:` settings."""
@@ -48,39 +64,21 @@ def summarize(store: Store, asr_threshold: float | None = None, harmful_threshol
     asr_threshold, harmful_threshold, confidence = metric_settings(config, asr_threshold, harmful_threshold,
                                                                    confidence)
     scales = registered_scales(store.get_meta("judges"))
-    db = store.db
-
-    planned = {tuple(r[:4]): r[4] for r in db.execute(
-        f"SELECT pl.model, pr.dataset, pr.attack, pr.scenario, COUNT(*) {_FROM} GROUP BY 1, 2, 3, 4")}
+    planned = store.planned_counts()
     tallies: dict[tuple, Tally] = {}
-    for (judge,) in db.execute("SELECT DISTINCT judge FROM verdicts"):
+    for judge in store.verdict_judges():
         succ_at, harm_at = thresholds(scales.get(judge), asr_threshold, harmful_threshold)
-        # a NULL score (unparseable) compares as NULL and adds nothing, as NaN does in pandas
-        for row in db.execute(f"""
-                SELECT v.channel, pl.model, pr.dataset, pr.attack, pr.scenario, COUNT(*),
-                       TOTAL(v.label != 'unparseable'),
-                       TOTAL(v.label != 'unparseable' AND v.score >= ?),
-                       TOTAL(v.label != 'unparseable' AND v.score >= ?),
-                       TOTAL(v.label = 'refusal')
-                {_FROM} JOIN verdicts v ON v.completion_key = pl.completion_key
-                WHERE v.judge = ? GROUP BY 1, 2, 3, 4, 5""", (succ_at, harm_at, judge)):
-            tallies[(judge, *row[:5])] = Tally(*(int(x) for x in row[5:]))
+        for row in store.verdict_tallies(judge, succ_at, harm_at):
+            group = (judge, *row[:5])
+            tallies[group] = Tally(*(int(x) for x in row[5:]))
     rates = rate_rows(tallies, planned, scales, asr_threshold, harmful_threshold, confidence)
 
-    outcome_counts = [dict(zip([*GROUP, "outcome", "n"], r)) for r in db.execute(f"""
-        SELECT pl.model, pr.dataset, pr.attack, COALESCE(r.outcome, 'pending'), COUNT(DISTINCT pl.completion_key)
-        {_FROM} LEFT JOIN responses r ON r.completion_key = pl.completion_key GROUP BY 1, 2, 3, 4""")]
+    outcome_counts = [dict(zip([*GROUP, "outcome", "n"], r)) for r in store.outcome_counts()]
     outcomes = (pd.DataFrame(outcome_counts).pivot_table(index=list(GROUP), columns="outcome", values="n",
                                                          aggfunc="sum", fill_value=0)
                 .rename_axis(columns=None).reset_index() if outcome_counts else pd.DataFrame())
 
-    causes: Counter[tuple[str, str]] = Counter()
-    for model, error in db.execute(f"""
-            SELECT pl.model, c.error {_FROM} JOIN responses r ON r.completion_key = pl.completion_key
-            LEFT JOIN completions c ON c.key = pl.completion_key WHERE r.outcome = 'error'"""):
-        causes[(model, error_cause(error))] += 1
-    errors = pd.DataFrame([(m, c, n) for (m, c), n in sorted(causes.items())], columns=["model", "cause", "count"])
+    errors = error_table(store.planned_errors())
     order = configured_attacks([config])  # summary.md, metrics.csv, outcomes.csv: the baseline first
     return RunSummary(run_dir=store.run_dir, config=config, rates=in_configured_order(rates, order),
                       outcomes=in_configured_order(outcomes, order), errors=errors)
-

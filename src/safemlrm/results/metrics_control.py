@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from .control import variant
-from .judges.base import Scale
+from ..control import variant
+from ..judges.base import Scale
 from .metrics import ALL, thresholds, wilson
 
 _KEYS = ["model", "dataset", "attack", "judge", "channel"]
@@ -59,7 +59,9 @@ def sample_safety(verdicts: pd.DataFrame, scales: dict[str, Scale], asr_threshol
     return pd.DataFrame(rows)
 
 
-def _value(text: str) -> Any:
+def _value(text: str | None) -> Any:
+    if text is None:
+        return None
     try:
         return float(text)
     except ValueError:

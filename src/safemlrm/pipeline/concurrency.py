@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import ConfigError
-from .options import number_option
-from .records import Message
+from ..errors import ConfigError
+from ..options import number_option
+from ..records import Message
 
 Signal = Literal["ok", "overload", "error"]
 

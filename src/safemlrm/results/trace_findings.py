@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .analysis import UNPARSEABLE, Results, _check_judge, _runs, _share, _threshold
-from .judges.trace import decode
+from .runs import UNPARSEABLE, Results, check_judge, read_runs, share_ci, threshold_for
+from ..judges.trace import decode
 
 COLUMNS = ["model", "dataset", "attack", "trace_judge", "answer_judge", "threshold", "n", "safe_answers",
            "superficially_safe", "superficial_share", "superficial_lo", "superficial_hi", "recognised",
@@ -24,9 +24,9 @@ COLUMNS = ["model", "dataset", "attack", "trace_judge", "answer_judge", "thresho
 
 def trace_findings(results: Results, trace_judge: str, answer_judge: str, threshold: float | None = None,
                    confidence: float = 0.95) -> pd.DataFrame:
-    r = _runs(results)
-    _check_judge(r, trace_judge)
-    t = _threshold(_check_judge(r, answer_judge), threshold)
+    r = read_runs(results)
+    check_judge(r, trace_judge)
+    t = threshold_for(check_judge(r, answer_judge), threshold)
     v = r.verdicts
     key = ["model", "dataset", "attack", "probe_key"]
     tr = v[(v["judge"] == trace_judge) & (v["channel"] == "reasoning")][[*key, "score", "label"]]
@@ -42,8 +42,8 @@ def trace_findings(results: Results, trace_judge: str, answer_judge: str, thresh
         superficial = int((~unsafe_answer & ~recognised).sum())
         n_rec = int(recognised.sum())
         complied = int((recognised & unsafe_answer).sum())
-        ss, slo, shi = _share(superficial, safe_answers, confidence)
-        cs, clo, chi = _share(complied, n_rec, confidence)
+        ss, slo, shi = share_ci(superficial, safe_answers, confidence)
+        cs, clo, chi = share_ci(complied, n_rec, confidence)
         rows.append(dict(model=model, dataset=dataset, attack=attack, trace_judge=trace_judge,
                          answer_judge=answer_judge, threshold=t, n=len(ok), safe_answers=safe_answers,
                          superficially_safe=superficial, superficial_share=ss, superficial_lo=slo, superficial_hi=shi,

@@ -16,17 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .blobs import BlobStore
-from .errors import RunLocked, SafeMLRMError
-from .fsutil import write_errors
-from .records import ACCOUNT_FIELDS, Channel, Completion, Probe, Response, Verdict
-from .safety import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
-
-# a response's reasoning account (records.ReasoningAccount) as columns of rows()
-ACCOUNT_SQL = ", ".join(f"json_extract(r.body, '$.account.{f}') AS {f}" for f in ACCOUNT_FIELDS)
+from ..blobs import BlobStore
+from ..errors import RunLocked, SafeMLRMError
+from ..fsutil import write_errors
+from ..records import Channel, Completion, Probe, Response, Verdict
+from ..untrusted import dumps_record, loads_record, sql_text  # exact round trip of any text, surrogates included
+from .reading import RunReading
+from .work import WorkLists
 
 SCHEMA_VERSION = 1
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS probes (
@@ -50,7 +48,10 @@ CREATE INDEX IF NOT EXISTS verdicts_cache ON verdicts(cache_key);
 """
 
 
-class Store:
+class Store(WorkLists, RunReading):
+    """The run store; what it reads back for each stage is in `work` (the pipeline's work lists)
+    and `reading` (a finished run's rows and counts)."""
+
     def __init__(self, run_dir: str | Path, *, lock: bool = True, readonly: bool = False, create: bool = True):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "store.sqlite"
@@ -66,12 +67,12 @@ class Store:
                 self._acquire_lock()
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         with write_errors(self.path):
-            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
-            self.db.row_factory = sqlite3.Row
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
             if not readonly:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")
-                self.db.executescript(_SCHEMA)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
                 if self.get_meta("schema_version") is None:
                     self.set_meta("schema_version", SCHEMA_VERSION)
         self.blobs = BlobStore(self.run_dir / "blobs")
@@ -90,7 +91,7 @@ class Store:
         self._lock_fd = fd
 
     def close(self) -> None:
-        self.db.close()
+        self._db.close()
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
@@ -105,18 +106,18 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with write_errors(self.path):  # a full disk or a read-only folder: named, the store intact
-            self.db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
+                yield self._db
             except BaseException:
-                if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-                    self.db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    self._db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
+            self._db.execute("COMMIT")
 
     # --- meta ------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -124,7 +125,7 @@ class Store:
             self._set_meta(key, value)
 
     def _set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # --- probes and plan -------------------------------------------------------------------
     def add_probes(self, probes: Iterable[Probe]) -> list[str]:
@@ -136,18 +137,24 @@ class Store:
         return [r[0] for r in rows]
 
     def probe(self, key: str) -> Probe:
-        row = self.db.execute("SELECT body FROM probes WHERE key=?", (key,)).fetchone()
+        row = self._db.execute("SELECT body FROM probes WHERE key=?", (key,)).fetchone()
         if row is None:
             raise KeyError(key)
         return loads_record(Probe, row[0])
 
     def probes(self) -> Iterator[Probe]:
-        for (body,) in self.db.execute("SELECT body FROM probes ORDER BY rowid"):
+        for (body,) in self._db.execute("SELECT body FROM probes ORDER BY rowid"):
             yield loads_record(Probe, body)
 
     def add_plan(self, rows: Iterable[tuple[str, str, str]]) -> None:
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO plan(model, probe_key, completion_key) VALUES (?,?,?)", rows)
+
+    def forget_plan(self) -> None:
+        """Probes and plan go (a config that stopped before its first model call is replaced)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM plan")
+            db.execute("DELETE FROM probes")
 
     # --- completions and responses -----------------------------------------------------------
     def add_completion(self, completion: Completion, response: Response) -> None:
@@ -163,21 +170,29 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO responses VALUES (?,?,?)",
                            [(r.completion_key, r.outcome.value, dumps_record(r)) for _, r in pairs])
 
+    def has_completions(self) -> bool:
+        return self._db.execute("SELECT 1 FROM completions LIMIT 1").fetchone() is not None
+
     def completion(self, key: str) -> Completion | None:
-        row = self.db.execute("SELECT body FROM completions WHERE key=?", (key,)).fetchone()
+        row = self._db.execute("SELECT body FROM completions WHERE key=?", (key,)).fetchone()
         return loads_record(Completion, row[0]) if row else None
 
     def response(self, completion_key: str) -> Response | None:
-        row = self.db.execute("SELECT body FROM responses WHERE completion_key=?", (completion_key,)).fetchone()
+        row = self._db.execute("SELECT body FROM responses WHERE completion_key=?", (completion_key,)).fetchone()
         return loads_record(Response, row[0]) if row else None
 
     # --- verdicts --------------------------------------------------------------------------
     def has_verdict(self, completion_key: str, channel: Channel, judge: str) -> bool:
-        return self.db.execute("SELECT 1 FROM verdicts WHERE completion_key=? AND channel=? AND judge=?",
+        return self._db.execute("SELECT 1 FROM verdicts WHERE completion_key=? AND channel=? AND judge=?",
                                (completion_key, channel.value, judge)).fetchone() is not None
 
+    def verdict(self, completion_key: str, channel: Channel, judge: str) -> Verdict | None:
+        row = self._db.execute("SELECT body FROM verdicts WHERE completion_key=? AND channel=? AND judge=?",
+                               (completion_key, channel.value, judge)).fetchone()
+        return loads_record(Verdict, row[0]) if row else None
+
     def cached_verdict(self, cache_key: str) -> Verdict | None:
-        row = self.db.execute("SELECT body FROM verdicts WHERE cache_key=? AND label != 'unparseable' LIMIT 1",
+        row = self._db.execute("SELECT body FROM verdicts WHERE cache_key=? AND label != 'unparseable' LIMIT 1",
                               (cache_key,)).fetchone()
         return loads_record(Verdict, row[0]) if row else None
 
@@ -187,39 +202,3 @@ class Store:
                  int(v.by_prefilter), dumps_record(v), now) for v in verdicts]
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?,?,?,?,?)", rows)
-
-    # --- reading a run -------------------------------------------------------------------------
-    def rows(self) -> Iterator[dict[str, Any]]:
-        """One dict per (planned item, channel, judge), verdict-less items included once with judge None."""
-        q = """
-        SELECT pl.model, pr.dataset, pr.sample_id, pr.scenario, pr.attack, pl.probe_key, pl.completion_key,
-               r.outcome, c.error, v.channel, v.judge, v.score, v.label, v.by_prefilter, v.body AS vbody,
-               """ + ACCOUNT_SQL + """
-        FROM plan pl JOIN probes pr ON pr.key = pl.probe_key
-        LEFT JOIN completions c ON c.key = pl.completion_key
-        LEFT JOIN responses r ON r.completion_key = pl.completion_key
-        LEFT JOIN verdicts v ON v.completion_key = pl.completion_key
-        ORDER BY pl.rowid, v.judge, v.channel"""
-        for row in self.db.execute(q):
-            d = dict(row)
-            vbody = d.pop("vbody")
-            d["rationale"] = sql_text(json.loads(vbody)["rationale"]) if vbody else None
-            for f in ACCOUNT_FIELDS:  # after the verdict's columns
-                d[f] = d.pop(f)
-            yield d
-
-    def counts(self) -> dict[str, Any]:
-        one = lambda q, *a: self.db.execute(q, a).fetchone()[0]  # noqa: E731
-        per_model = {}
-        for (model,) in self.db.execute("SELECT DISTINCT model FROM plan ORDER BY model"):
-            per_model[model] = {
-                "planned": one("SELECT COUNT(*) FROM plan WHERE model=?", model),
-                "completed": one("""SELECT COUNT(*) FROM plan p JOIN completions c ON c.key=p.completion_key
-                                    WHERE p.model=? AND c.error IS NULL""", model),
-                "errors": one("""SELECT COUNT(*) FROM plan p JOIN completions c ON c.key=p.completion_key
-                                 WHERE p.model=? AND c.error IS NOT NULL""", model),
-            }
-        judges = {j: n for j, n in self.db.execute(
-            "SELECT judge, COUNT(*) FROM verdicts WHERE completion_key IN (SELECT completion_key FROM plan) "
-            "GROUP BY judge ORDER BY judge")}
-        return {"probes": one("SELECT COUNT(*) FROM probes"), "models": per_model, "verdicts": judges}

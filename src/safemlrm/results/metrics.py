@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .judges.base import Scale
+from ..judges.base import Scale
 
 ALL = "ALL"
 GROUP = ("model", "dataset", "attack")  # what a rate row is about, before scenario, judge and channel
@@ -102,7 +102,8 @@ def rate_table(verdicts: pd.DataFrame, planned: pd.DataFrame, scales: dict[str, 
     for (judge, channel), vj in verdicts.groupby(["judge", "channel"], sort=True):
         succ_at, harm_at = thresholds(scales.get(judge), asr_threshold, harmful_threshold)
         for key, vs in vj.groupby([*GROUP, "scenario"], sort=True):
-            tallies[(judge, channel, *key)] = tally(vs, succ_at, harm_at)
+            group = (judge, channel, *key)
+            tallies[group] = tally(vs, succ_at, harm_at)
     return rate_rows(tallies, planned_n, scales, asr_threshold, harmful_threshold, confidence)
 
 

@@ -2,7 +2,7 @@
 
 `preflight(cfg)` loads every dataset (counting its items and the ones left out), builds every
 attack, sends each attack's first probes of each dataset past every model it applies to (the same
-modality rule `Runner.make_probes` enforces, `modality_problems`), resolves cards and judges, and
+modality rule `plan.make_probes` enforces, `modality_problems`), resolves cards and judges, and
 asks every judge and target server whether it answers. It returns the plan (one row per model,
 dataset and attack that applies) and the problems, each naming what it is about; `safemlrm run
 --dry-run` prints both and exits 2 when there is a problem.
@@ -12,7 +12,6 @@ only to those models, so one config audits text-only and vision models together.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import urllib.error
 import urllib.request
@@ -22,11 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from . import registry
-from .config import AttackSpec, DatasetSpec, RunConfig
-from .datasets.base import Dataset, select
-from .errors import SafeMLRMError
-from .records import Modality
+from .. import registry
+from ..config import AttackSpec, DatasetSpec, RunConfig
+from ..datasets.base import Dataset, select
+from ..errors import SafeMLRMError
+from ..records import Modality, Sample
+from .build import build_attack, build_backend, build_dataset, build_judge, catalog_for
 
 PROBE_SAMPLES = 4  # the first items of each dataset each attack is built on to learn what it sends
 SERVER_TIMEOUT = 5.0
@@ -130,9 +130,9 @@ def judge_problems(label: str, judge: Any) -> list[str]:
 
 
 def preflight(cfg: RunConfig) -> Preflight:
-    from .attacks.base import AttackContext
-    from .blobs import BlobStore
-    from .runner import build_attack, build_backend, build_dataset, build_judge, catalog_for, check_names
+    from ..attacks.base import AttackContext
+    from ..blobs import BlobStore
+    from ..validate import check_names
 
     registry.load_plugins()
     catalog = catalog_for(cfg)
@@ -165,7 +165,8 @@ def preflight(cfg: RunConfig) -> Preflight:
     with tempfile.TemporaryDirectory(prefix="safemlrm-preflight-") as tmp:
         ctx = AttackContext(blobs=BlobStore(Path(tmp) / "blobs"), cache_dir=Path(tmp) / "cache")
         for dspec in cfg.datasets:
-            first, n, dproblem = [], 0, ""
+            first: list[Sample] = []
+            n, dproblem = 0, ""
             try:
                 ds = build_dataset(dspec)
                 for s in select(ds, dspec.scenarios, dspec.limit, dspec.seed):
@@ -222,20 +223,14 @@ def left_out_lines(left: dict[str, Any]) -> list[str]:
 
 
 def stored_left_out(store: Any) -> dict[str, LeftOut]:
-    """The left-out counts `Runner.make_probes` stored, by dataset."""
-    rows = store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'left_out:%' ORDER BY key").fetchall()
-    out = {}
-    for key, value in rows:
-        lo = json.loads(value)
-        if lo:
-            out[key.split(":", 1)[1]] = LeftOut.model_validate(lo)
-    return out
+    """The left-out counts `plan.make_probes` stored, by dataset."""
+    return {name: LeftOut.model_validate(lo) for name, lo in store.meta_items("left_out:") if lo}
 
 
 def print_preflight(pf: Preflight, name: str, console: Any) -> bool:
     """The dry run's output: the plan, the items left out, the problems. True when there is none."""
-    from .cli_output import render_table
-    from .safety import printable
+    from ..cli_output import render_table
+    from ..untrusted import printable
 
     render_table(console, f"dry run: {name}", ["model", "dataset", "attack", "probes", "problem"],
                  [[r.model, r.dataset, r.attack, r.probes, printable(r.problem) or "-"] for r in pf.rows])
@@ -247,3 +242,12 @@ def print_preflight(pf: Preflight, name: str, console: Any) -> bool:
         for p in pf.problems:
             console.print(f"  - {printable(p)}", highlight=False, soft_wrap=True)
     return pf.ok
+
+
+def dry_run(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The preflight's plan as rows (model, dataset, attack, probes, card, missing)."""
+    pf = preflight(cfg)
+    catalog = catalog_for(cfg)
+    cards = {m.name: m.card for m in cfg.models}
+    return [{"model": r.model, "dataset": r.dataset, "attack": r.attack, "probes": r.probes,
+             "card": catalog.get(cards[r.model]).hub_id, "missing": r.problem} for r in pf.rows]

@@ -1,17 +1,16 @@
 """A finished (or half-finished) run as pandas DataFrames: `safemlrm.load_run(path)`."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .judges.base import Scale, registered_scales
+from ..judges.base import Scale, registered_scales
 from .metrics import metric_settings, outcome_table, rate_table
-from .records import ACCOUNT_FIELDS
-from .store import Store
+from ..records import ACCOUNT_FIELDS
+from ..store import Store
 
 
 @dataclass
@@ -55,12 +54,8 @@ def load_store(store: Store) -> RunResults:
     items = pd.DataFrame(list(store.rows()), columns=_COLUMNS)
     judges = store.get_meta("judges") or {}
     scales = registered_scales(judges)
-    models = {key[len("model:"):]: json.loads(value) for key, value in
-              store.db.execute("SELECT key, value FROM meta WHERE key LIKE 'model:%'")}
-    sample_meta = {key: json.loads(meta) for key, meta in
-                   store.db.execute("SELECT key, json_extract(body, '$.sample_meta') FROM probes") if meta}
     return RunResults(run_dir=store.run_dir, config=store.get_meta("config") or {}, items=items, scales=scales,
-                      models=models, judges=judges, sample_meta=sample_meta)
+                      models=dict(store.meta_items("model:")), judges=judges, sample_meta=store.sample_metas())
 
 
 def load_run(path: str | Path) -> RunResults:

@@ -1,4 +1,4 @@
-"""`safemlrm analyze` output: the analysis bundle (`safemlrm.analysis.analyze`) as terminal tables,
+"""`safemlrm analyze` output: the analysis bundle (`safemlrm.results.analysis.analyze`) as terminal tables,
 CSV files or one JSON document.
 
 Every cell shown in the terminal is a plain `rich.text.Text`: names that came from data (models,
@@ -16,7 +16,7 @@ import pandas as pd
 from rich.console import Console
 from rich.text import Text
 
-from .cli_output import render_table
+from ..cli_output import render_table
 
 FORMATS = ("table", "csv", "json")
 
