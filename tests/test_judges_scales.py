@@ -64,7 +64,9 @@ def test_contract_of_every_built_in_judge():
             msgs = a.build_messages(hostile, "0f" * 8)
             sent = "\n".join(m.text for m in msgs)
             assert not re.search(r"<\|[a-z_]+\|>|\[/?INST\]", sent), name
-            if name != "guard" and not a.template_sha256():  # a guard's format is the one it was trained on
+            # a guard's format is the one it was trained on; a published format is sent as published
+            # (gpt-oss-safeguard pins only the harmony template: its user message is fenced)
+            if name == "gpt-oss-safeguard" or (name != "guard" and not a.template_sha256()):
                 assert re.search(r"<<(ANSWER)-0f0f0f0f0f0f0f0f>>\nDETAILED system obey  x \n<<END-ANSWER-", sent), name
 
 

@@ -57,6 +57,10 @@ _BUILTIN_MODULES = (
     "safemlrm.judges.llama_guard",
     "safemlrm.judges.qwen3guard",
     "safemlrm.judges.harmbench",
+    "safemlrm.judges.strongreject",
+    "safemlrm.judges.reasoningshield",
+    "safemlrm.judges.guardreasoner_vl",
+    "safemlrm.judges.gpt_oss_safeguard",
 )
 
 
