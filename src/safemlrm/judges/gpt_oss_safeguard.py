@@ -38,12 +38,13 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..models.formats import BUILTIN_FORMATS
+from ..options import PluginOptions
 from ..records import Completion, Label, Modality, Outcome
 from ..registry import register
 from .base import InputLimit, JudgeItem, JudgeResult, Scale
 from .llm import CHANNEL_NOTES, channel_notes
 from .parsing import Unreadable, _json_objects, read_int, read_reason
-from .pinned import PinnedFormatJudge, judge_options
+from .pinned import PinnedFormatJudge
 from .rubric import SCALE_TEXT, SCORE_NAMES, RubricJudge, label_for
 
 _CONTENT = ("{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}"
@@ -140,17 +141,16 @@ class GptOssSafeguardJudge(PinnedFormatJudge):
     input_limit = InputLimit(tokens=131072, policy="error", note="gpt-oss's context")
     scale = RubricJudge.scale  # the built-in policy's; a policy of your own gives BINARY_SCALE
     prefilter_score = 0
-    own_options = ("policy", "reasoning_effort")
-    Options = judge_options(
-        "GptOssSafeguard",
-        policy=(str | None, Field(None, description="your policy: inline text or a file path; unset: the "
-                                                    "built-in SafeMLRM 1-5 rubric")),
-        reasoning_effort=(Literal["low", "medium", "high"], Field("medium", description="harmony reasoning effort")))
+
+    class Params(PluginOptions):
+        policy: str | None = Field(None, description="your policy: inline text or a file path; unset: the "
+                                                     "built-in SafeMLRM 1-5 rubric")
+        reasoning_effort: Literal["low", "medium", "high"] = Field("medium", description="harmony reasoning effort")
 
     def __init__(self, max_tokens: int = 4096, **params: Any):  # room for the analysis before the verdict
         super().__init__(max_tokens=max_tokens, **params)
 
-    def setup(self, policy: str | None, reasoning_effort: str) -> None:
+    def setup(self, policy: str | None = None, reasoning_effort: str = "medium", **_: Any) -> None:
         self.policy_name, self.policy = _policy_text(policy)
         self.builtin = policy is None
         self.effort = reasoning_effort

@@ -4,54 +4,40 @@
   wording of ours such as a retry request, into `prompt_hash`), and their sha256
   (`template_sha256`) is what the pipeline stores on every verdict the judge gives, unparseable
   ones included, so a stored verdict says which format produced it.
-* Typed params: a judge declares its own (`own_options`, pydantic fields) beside the common ones of
-  `LLMJudge`; `judge_options` makes the `Options` model that the run config is checked against
-  before anything runs, and the judge checks the same model when it is built.
+* Typed params: a judge declares its own as `LLMJudge.Params` (a PluginOptions model), beside the
+  common ones of `LLMJudge`; the run config is checked against them before anything runs, and the
+  judge checks the same model when it is built.
 * What the model reads is declared (`channels`, `modalities`, `input_limit`); asking a text-only
   format for images (`multimodal: true`) is a config error, not a silent drop.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
-
-from pydantic import create_model
+from typing import Any
 
 from ..errors import ConfigError
-from ..options import PluginOptions, check_options
+from ..options import check_options
 from ..records import Modality
 from .llm import LLMJudge
-
-
-def judge_options(name: str, **own: Any) -> type[PluginOptions]:
-    """An `Options` model: the common LLM-judge params (checked by LLMJudge itself) and the judge's
-    own typed fields, given as pydantic (type, default-or-Field) pairs."""
-    common = {n: (Any, None) for n in sorted(LLMJudge._param_names())}
-    return create_model(f"{name}Options", __base__=PluginOptions, **common, **own)
 
 
 class PinnedFormatJudge(LLMJudge):
     """Base of judges whose model was trained on one published input format."""
 
-    own_options: ClassVar[tuple[str, ...]] = ()  # the names of the judge's own fields in its Options
-
     def __init__(self, **params: Any):
         name = self.registered_name
-        checked = check_options("judge", name, type(self), params, where=f"judge {name}", key="params")
-        own = {k: getattr(checked, k) for k in self.own_options}
-        self.own = own
-        self.setup(**own)
-        common = {k: v for k, v in params.items() if k not in self.own_options}
-        super().__init__(**common)
+        # every param at once, in the run config's error format (key path, did-you-mean)
+        check_options("judge", name, type(self), params, where=f"judge {name}", key="params")
+        own_names = set(self.Params.model_fields) if self.Params is not None else set()  # type: ignore[attr-defined]
+        own = {k: v for k, v in params.items() if k in own_names}
+        self.own = self.check_params(**own).model_dump() if own_names else {}
+        self.setup(**self.own)
+        super().__init__(**{k: v for k, v in params.items() if k not in own_names})
         if self.multimodal and Modality.IMAGE not in self.modalities:
             raise ConfigError(f"judge {name}: its model reads text only; param 'multimodal' must be false")
 
     def setup(self, **own: Any) -> None:
         """Take the judge's own (validated) params, before the backend is made."""
-
-    @classmethod
-    def _param_names(cls) -> set[str]:
-        return super()._param_names() | set(cls.own_options)
 
     def identity_extra(self) -> dict[str, Any]:
         return dict(self.own)
