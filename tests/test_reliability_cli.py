@@ -148,15 +148,17 @@ def test_a_full_disk_loses_nothing_and_resumes(tmp_path, server, mounts):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_says_what_is_stored(tmp_path, sig, code):
-    # 1 s a request: the 30 take 30 s, so on a loaded machine the signal still lands mid-run
-    with FaultServer(Fault("ok", seconds=1.0)) as slow:
+    # three answers, then every request is held until the signal has landed: the run cannot finish
+    # first, however slow the machine (timed variants of this test raced on a loaded one)
+    with FaultServer(Fault("ok", seconds=120)) as slow:
+        slow.script(*[Fault("ok", seconds=0.05)] * 3)
         save(config(tmp_path, slow, n=30, options={"concurrency": 1}), tmp_path / "run.yaml")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
         proc = subprocess.Popen([*SAFEMLRM, "run", "run.yaml", "--out", "r", "--no-progress"], cwd=tmp_path,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if (tmp_path / "r" / "store.sqlite").exists() and slow.requests >= 3:
+            if (tmp_path / "r" / "store.sqlite").exists() and slow.requests >= 4:  # 3 answered, 1 held
                 break
             time.sleep(0.1)
         status = cli("status", "r", cwd=tmp_path)
