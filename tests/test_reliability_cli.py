@@ -154,8 +154,12 @@ def test_an_interrupt_says_what_is_stored(tmp_path, sig, code):
         slow.script(*[Fault("ok", seconds=0.05)] * 3)
         save(config(tmp_path, slow, n=30, options={"concurrency": 1}), tmp_path / "run.yaml")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+        # SIGINT as a terminal leaves it (default) for Ctrl-C; ignored, as in a background job, for SIGTERM,
+        # which must stop the run all the same (an ignored SIGINT was inherited from the test process)
+        sigint = signal.SIG_DFL if sig == signal.SIGINT else signal.SIG_IGN
         proc = subprocess.Popen([*SAFEMLRM, "run", "run.yaml", "--out", "r", "--no-progress"], cwd=tmp_path,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if (tmp_path / "r" / "store.sqlite").exists() and slow.requests >= 4:  # 3 answered, 1 held

@@ -90,6 +90,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _on_sigterm(signum: int, frame: Any) -> None:
     # SIGTERM takes SIGINT's path: asyncio cancels its tasks, transactions roll back, the store closes
     _state["terminated"] = True
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job ignores SIGINT: stop all the same
+        raise KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)
 
 
