@@ -172,6 +172,18 @@ def read_reason(text: str, names: Names = ("reason", "thereason", "rationale")) 
 _CATEGORY = re.compile(r"\bS(\d{1,2})\b")
 
 
+def labelled_lines(pattern: re.Pattern[str], text: str, *, lower_values: bool = True
+                   ) -> tuple[dict[str, str], str | None]:
+    """The `key: value` lines a guard answers in (`pattern` captures both), keys lower-cased; with
+    the first key given two different values (a guard that contradicts itself), else None."""
+    found: dict[str, str] = {}
+    for key, value in pattern.findall(text):
+        key, value = key.lower(), value.lower() if lower_values else value
+        if found.setdefault(key, value) != value:
+            return found, key
+    return found, None
+
+
 def read_guard(text: str) -> tuple[bool, tuple[str, ...]] | Unreadable:
     """Llama Guard's format: first line `safe` or `unsafe`; for unsafe, a line of category codes
     (`S1,S10`). Returns (unsafe, categories)."""

@@ -32,7 +32,7 @@ from ..records import Channel, Label, Message, Modality, TextPart
 from ..registry import register
 from .base import InputLimit, JudgeItem, JudgeResult, Scale
 from .llm import LLMJudge
-from .parsing import Unreadable
+from .parsing import Unreadable, labelled_lines
 
 RESPONSE_CATEGORIES = ("Violent", "Non-violent Illegal Acts", "Sexual Content or Sexual Acts", "PII",
                        "Suicide & Self-Harm", "Unethical Acts", "Politically Sensitive Topics", "Copyright Violation")
@@ -82,11 +82,9 @@ _LINE = re.compile(r"^[ \t*]*(safety|categories|refusal)[ \t*]*:[ \t*]*(.*?)[ \t
 def read_qwen3guard(output: str, *, refusal: bool = True) -> dict[str, Any] | Unreadable:
     """{"safety": "Safe"|"Unsafe"|"Controversial", "categories": (...), "refusal": bool | None}.
     `refusal`: the Refusal line is required (response moderation) or absent (prompt moderation)."""
-    found: dict[str, str] = {}
-    for key, value in _LINE.findall(output):
-        key = key.lower()
-        if found.setdefault(key, value) != value:
-            return Unreadable(f"conflicting answers for {key.capitalize()!r}")
+    found, conflict = labelled_lines(_LINE, output, lower_values=False)
+    if conflict:
+        return Unreadable(f"conflicting answers for {conflict.capitalize()!r}")
     if "safety" not in found:
         return Unreadable("no line 'Safety: Safe|Unsafe|Controversial'")
     safety = next((s for s in SAFETY if s.lower() == found["safety"].lower()), None)
