@@ -27,10 +27,9 @@ class PinnedFormatJudge(LLMJudge):
     def __init__(self, **params: Any):
         name = self.registered_name
         # every param at once, in the run config's error format (key path, did-you-mean)
-        check_options("judge", name, type(self), params, where=f"judge {name}", key="params")
+        checked = check_options("judge", name, type(self), params, where=f"judge {name}", key="params")
         own_names = set(self.Params.model_fields) if self.Params is not None else set()  # type: ignore[attr-defined]
-        own = {k: v for k, v in params.items() if k in own_names}
-        self.own = self.check_params(**own).model_dump() if own_names else {}
+        self.own = {k: getattr(checked, k) for k in own_names}  # typed, defaults filled, checked once
         self.setup(**self.own)
         super().__init__(**{k: v for k, v in params.items() if k not in own_names})
         if self.multimodal and Modality.IMAGE not in self.modalities:
